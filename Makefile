@@ -1,0 +1,39 @@
+# The two entry points of the README: `make serve` and `make test`. Everything else is a helper.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STORE ?= model-store
+# torch is pinned and installed first, on its own: an unpinned torch would pull a CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: install serve train test lint typecheck pytest clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]' "$(TORCH_SPEC)"
+	touch $@
+
+# Train the default (robust) model if the store has none, then serve it.
+serve: install
+	$(BIN)/python -m training.bootstrap --store $(STORE)
+
+train: install
+	$(BIN)/lstm-train --store $(STORE)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+pytest: install
+	$(BIN)/pytest
+
+test: lint typecheck pytest
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

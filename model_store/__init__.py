@@ -1,0 +1,37 @@
+"""The versioned model store: named models, immutable versions, aliases, verified TorchScript."""
+
+from model_store.errors import (
+    IntegrityError,
+    InvalidNameError,
+    ModelNotFoundError,
+    StoreError,
+    VersionInUseError,
+    VersionNotFoundError,
+)
+from model_store.manifest import Manifest, TensorSpec, sequence_spec
+from model_store.names import NAME_PATTERN, check_name, check_version
+from model_store.store import PRODUCTION, LoadedModel, ModelStore, sha256_hex
+from model_store.torchscript import ScriptModule, from_bytes, script, to_bytes
+
+__all__ = [
+    "NAME_PATTERN",
+    "PRODUCTION",
+    "IntegrityError",
+    "InvalidNameError",
+    "LoadedModel",
+    "Manifest",
+    "ModelNotFoundError",
+    "ModelStore",
+    "ScriptModule",
+    "StoreError",
+    "TensorSpec",
+    "VersionInUseError",
+    "VersionNotFoundError",
+    "check_name",
+    "check_version",
+    "from_bytes",
+    "script",
+    "sequence_spec",
+    "sha256_hex",
+    "to_bytes",
+]

@@ -1,0 +1,90 @@
+"""The manifest of one model version: its fields and their JSON form."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+MANIFEST_FILE = "manifest.json"
+CHECKPOINT_FILE = "model.pt"
+FORMAT = "torchscript"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One named tensor a model takes or gives; -1 marks a free dimension."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> TensorSpec:
+        return cls(name=str(raw["name"]), datatype=str(raw["datatype"]), shape=tuple(int(d) for d in raw["shape"]))
+
+
+def sequence_spec(name: str, features: int) -> TensorSpec:
+    """A time-major (seq, batch, features) float32 tensor with free seq and batch."""
+    return TensorSpec(name=name, datatype="FP32", shape=(-1, -1, features))
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything needed to trust, serve and reproduce one version.
+
+    `params` are the training hyper-parameters, `metrics` the held-out suite's numbers,
+    `data` a description of the training data; all three are plain JSON objects.
+    """
+
+    name: str
+    version: int
+    created_at: str
+    sha256: str
+    torch_version: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    params: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    files: tuple[str, ...] = (CHECKPOINT_FILE, MANIFEST_FILE)
+    format: str = FORMAT
+
+    @property
+    def input_size(self) -> int:
+        return self.inputs[0].shape[-1]
+
+    def to_dict(self) -> dict[str, Any]:
+        raw = dataclasses.asdict(self)
+        raw["inputs"] = [spec.to_dict() for spec in self.inputs]
+        raw["outputs"] = [spec.to_dict() for spec in self.outputs]
+        raw["files"] = list(self.files)
+        return raw
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True).encode() + b"\n"
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Manifest:
+        return cls(
+            name=str(raw["name"]),
+            version=int(raw["version"]),
+            created_at=str(raw["created_at"]),
+            sha256=str(raw["sha256"]),
+            torch_version=str(raw["torch_version"]),
+            inputs=tuple(TensorSpec.from_dict(s) for s in raw["inputs"]),
+            outputs=tuple(TensorSpec.from_dict(s) for s in raw["outputs"]),
+            params=dict(raw.get("params", {})),
+            metrics=dict(raw.get("metrics", {})),
+            data=dict(raw.get("data", {})),
+            files=tuple(str(f) for f in raw.get("files", (CHECKPOINT_FILE, MANIFEST_FILE))),
+            format=str(raw.get("format", FORMAT)),
+        )
+
+    @classmethod
+    def from_json(cls, text: bytes | str) -> Manifest:
+        return cls.from_dict(json.loads(text))

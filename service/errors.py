@@ -1,0 +1,62 @@
+"""Domain errors of the service and the one table that maps them (and the store's) to HTTP statuses."""
+
+from __future__ import annotations
+
+import model_store
+
+
+class ServiceError(Exception):
+    """Base class of the service's own errors; the message is shown to the client as is."""
+
+
+class InvalidInputError(ServiceError):
+    """A request body or tensor that is malformed; the message says what was expected."""
+
+
+class PayloadTooLargeError(ServiceError):
+    """A body or tensor over a configured limit."""
+
+
+class NotReadyError(ServiceError):
+    """No model is loaded yet (e.g. an empty store)."""
+
+
+class UnauthorizedError(ServiceError):
+    """A mutating request without credentials."""
+
+
+class ForbiddenError(ServiceError):
+    """A mutating request with the wrong token, or from a non-loopback client when no token is set."""
+
+
+class ConflictError(ServiceError):
+    """The request conflicts with the current state (e.g. cancelling a finished job)."""
+
+
+class BusyError(ServiceError):
+    """A queue is full; try again later."""
+
+
+# Checked in order: the first class the exception is an instance of decides the status.
+STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
+    (InvalidInputError, 422),
+    (PayloadTooLargeError, 413),
+    (NotReadyError, 503),
+    (UnauthorizedError, 401),
+    (ForbiddenError, 403),
+    (ConflictError, 409),
+    (BusyError, 429),
+    (model_store.InvalidNameError, 422),
+    (model_store.ModelNotFoundError, 404),
+    (model_store.VersionNotFoundError, 404),
+    (model_store.VersionInUseError, 409),
+    (model_store.IntegrityError, 500),
+)
+
+
+def status_for(error: Exception) -> int:
+    """The HTTP status of a domain error; 500 for anything unexpected."""
+    for kind, status in STATUS_BY_ERROR:
+        if isinstance(error, kind):
+            return status
+    return 500

@@ -1,0 +1,121 @@
+"""The lstm-train command: train a preset, register the version, print it and its metrics."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+import model_store
+from training.config import BOUNDS, PRESET_NAMES, ParamError, preset
+from training.train import PROMOTE_CHOICES, TrainingError, TrainResult, run
+
+DEFAULT_STORE = "model-store"
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    """The LSTM_-prefixed environment twin of a flag."""
+    return os.environ.get(f"LSTM_{name.upper()}", default)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lstm-train",
+        description="Train an LSTM that reads sines and predicts cosines, and register it in the model store. "
+        "Every flag has an environment twin: --hidden-size is LSTM_HIDDEN_SIZE, --store is LSTM_STORE_DIR.",
+    )
+    parser.add_argument("--preset", choices=PRESET_NAMES, default=_env("preset", "robust"), help="default: robust")
+    parser.add_argument("--store", default=_env("store_dir", DEFAULT_STORE), help="store folder (default: %(default)s)")
+    parser.add_argument("--model", default=_env("model", "lstm"), help="model name (default: %(default)s)")
+    parser.add_argument(
+        "--promote",
+        choices=PROMOTE_CHOICES,
+        default=_env("promote", "if_better"),
+        help="point the production alias at the new version: never, if_better (its worst-case held-out MSE "
+        "is not worse than the serving version's, or nothing serves yet) or always (default: %(default)s)",
+    )
+    parser.add_argument("--report", type=Path, default=_env("report"), help="also write the report picture here")
+    parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    group = parser.add_argument_group("hyper-parameters (default: the preset's value)")
+    for name, bound in BOUNDS.items():
+        group.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=name,
+            type=bound.kind,
+            default=_env(name),
+            metavar=bound.kind.__name__.upper(),
+            help=f"{bound.help}; {bound.describe()}",
+        )
+    return parser
+
+
+def summarize(result: TrainResult) -> dict[str, Any]:
+    manifest = result.manifest
+    metrics = manifest.metrics
+    return {
+        "model": manifest.name,
+        "version": manifest.version,
+        "preset": manifest.params["preset"],
+        "epochs": result.epochs,
+        "final_loss": result.final_loss,
+        "seconds": round(result.seconds, 1),
+        "worst_mse": metrics["worst_mse"],
+        "worst_case": metrics["worst_case"],
+        "tutorial_test_mse": metrics["tutorial_test_mse"],
+        "promoted": result.promoted,
+        "promotion_reason": result.promotion_reason,
+        "sha256": manifest.sha256,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides = {
+        name: bound.kind(getattr(args, name)) for name, bound in BOUNDS.items() if getattr(args, name) is not None
+    }
+    try:
+        config = preset(args.preset).with_overrides(overrides)
+        model_store.check_name(args.model)
+    except (ParamError, model_store.InvalidNameError) as exc:
+        print(f"lstm-train: error: {exc}", file=sys.stderr)
+        return 2
+    store = model_store.ModelStore(args.store)
+    bar = tqdm(total=config.max_epochs, unit="epoch", disable=args.no_progress, mininterval=0.5, dynamic_ncols=True)
+
+    def on_epoch(epoch: int, max_epochs: int, loss: float) -> None:
+        bar.update(epoch - bar.n)
+        bar.set_postfix(loss=f"{loss:.2e}", refresh=False)
+
+    try:
+        result = run(config, store, name=args.model, promote=args.promote, on_epoch=on_epoch)
+    except (TrainingError, model_store.StoreError, OSError) as exc:
+        bar.close()
+        print(f"lstm-train: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        bar.close()
+        print("lstm-train: interrupted; nothing was registered", file=sys.stderr)
+        return 130
+    bar.close()
+    summary = summarize(result)
+    if args.report is not None:
+        args.report.write_bytes(store.version_file(args.model, result.manifest.version, "report.png").read_bytes())
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"registered {summary['model']} version {summary['version']} in {store.root}")
+        for key, value in summary.items():
+            if key not in ("model", "version"):
+                print(f"  {key}: {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

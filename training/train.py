@@ -1,0 +1,195 @@
+"""The training run: a flat loop, evaluation, TorchScript export with a parity check, and publishing.
+
+run(config, store) trains, scores on the held-out suite, scripts the model, checks the scripted
+module against the eager one, renders the report, then saves one new version (and promotes it
+if asked). Nothing reaches the store unless every step before succeeded.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+import model_store
+from training.config import TrainConfig
+from training.data import random_sines, tutorial_data
+from training.evaluate import WARMUP, evaluate
+from training.model import LSTMRegressor, ModelConfig
+from training.report import render
+
+Promote = Literal["never", "if_better", "always"]
+PROMOTE_CHOICES: tuple[Promote, ...] = ("never", "if_better", "always")
+# The metric that decides `if_better` (lower is better): the suite's worst case.
+SELECTION_METRIC = "worst_mse"
+PARITY_TOLERANCE = 1e-6
+PARITY_SHAPES: tuple[tuple[int, int], ...] = ((1, 1), (7, 3), (64, 5), (500, 2))
+
+ProgressCallback = Callable[[int, int, float], None]  # (epoch, max_epochs, loss)
+
+
+class TrainingError(RuntimeError):
+    """Training could not produce a version worth registering (diverged, parity failed, ...)."""
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: the published manifest and how it got there."""
+
+    manifest: model_store.Manifest
+    epochs: int
+    final_loss: float
+    seconds: float
+    promoted: bool
+    promotion_reason: str
+    losses: list[float] = field(repr=False, default_factory=list)
+
+
+def _seed_everything(seed: int) -> torch.Generator:
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def _lr_at(config: TrainConfig, epoch: int) -> float:
+    """Cosine decay from lr to lr_min over max_epochs (flat when they are equal)."""
+    progress = epoch / max(1, config.max_epochs)
+    return config.lr_min + (config.lr - config.lr_min) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def fit(
+    model: nn.Module, config: TrainConfig, generator: torch.Generator, on_epoch: ProgressCallback | None = None
+) -> list[float]:
+    """Train `model` in place; returns the loss of every epoch."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    tutorial = tutorial_data()
+    losses: list[float] = []
+    started = time.monotonic()
+    model.train()
+    for epoch in range(config.max_epochs):
+        for group in optimizer.param_groups:
+            group["lr"] = _lr_at(config, epoch)
+        if config.preset == "tutorial":
+            # The tutorial's full batch: (20, 5, 1), every sample counted.
+            loss = nn.functional.mse_loss(model(tutorial.train_x), tutorial.train_y)
+        else:
+            x, y = random_sines(config.batch_size, config.seq_len, config.step_min, config.step_max, generator)
+            loss = nn.functional.mse_loss(model(x)[WARMUP:], y[WARMUP:])  # (seq - 3, batch, 1)
+            if config.short_batch_size and config.short_weight:
+                # Short sequences weigh the first samples after warm-up, which long ones dilute.
+                xs, ys = random_sines(
+                    config.short_batch_size, config.short_seq_len, config.step_min, config.step_max, generator
+                )
+                loss = loss + config.short_weight * nn.functional.mse_loss(model(xs)[WARMUP:], ys[WARMUP:])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        if config.grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        value = loss.item()
+        if not math.isfinite(value):
+            raise TrainingError(f"training diverged at epoch {epoch + 1} (loss {value}); try a lower lr")
+        losses.append(value)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, config.max_epochs, value)
+        if value < config.target_loss:
+            break
+        if time.monotonic() - started > config.time_limit:
+            break
+    model.eval()
+    return losses
+
+
+@torch.inference_mode()
+def check_parity(eager: nn.Module, scripted: model_store.ScriptModule, input_size: int, seed: int) -> float:
+    """Largest |eager - scripted| over random inputs of several shapes; raises above tolerance."""
+    generator = torch.Generator().manual_seed(seed)
+    worst = 0.0
+    for seq, batch in PARITY_SHAPES:
+        x = torch.randn(seq, batch, input_size, generator=generator)  # (seq, batch, input)
+        worst = max(worst, float((eager(x) - scripted(x)).abs().max()))
+    if worst > PARITY_TOLERANCE:
+        raise TrainingError(f"scripted model differs from eager by {worst:.3g} > {PARITY_TOLERANCE:g}")
+    return worst
+
+
+def decide_promotion(
+    store: model_store.ModelStore, name: str, metrics: dict[str, Any], policy: Promote
+) -> tuple[bool, str]:
+    """Whether to promote a model with `metrics`, and the numbers that decided it."""
+    if policy == "never":
+        return False, "promotion not requested"
+    if policy == "always":
+        return True, "promotion requested unconditionally"
+    try:
+        current = store.resolve(name)
+    except model_store.ModelNotFoundError:
+        return True, "no serving version yet"
+    incumbent = store.manifest(name, current).metrics.get(SELECTION_METRIC)
+    candidate = float(metrics[SELECTION_METRIC])
+    if incumbent is None:
+        return True, f"serving version {current} has no {SELECTION_METRIC}"
+    better = candidate <= float(incumbent)
+    verdict = "not worse than" if better else "worse than"
+    return better, f"{SELECTION_METRIC} {candidate:.3g} is {verdict} serving version {current}'s {float(incumbent):.3g}"
+
+
+def run(
+    config: TrainConfig,
+    store: model_store.ModelStore,
+    name: str = "lstm",
+    promote: Promote = "never",
+    on_epoch: ProgressCallback | None = None,
+) -> TrainResult:
+    """Train, evaluate, export, check and publish one version of `name`."""
+    model_store.check_name(name)
+    started = time.monotonic()
+    generator = _seed_everything(config.seed)
+    model_config = ModelConfig(hidden_size=config.hidden_size, num_layers=config.num_layers)
+    model = LSTMRegressor(model_config)
+    losses = fit(model, config, generator, on_epoch)
+    metrics = evaluate(model)
+    scripted = model_store.script(model)
+    parity = check_parity(model, scripted, model_config.input_size, config.seed)
+    seconds = time.monotonic() - started
+    metrics.update(
+        epochs=len(losses), final_loss=losses[-1], train_seconds=round(seconds, 2), parity_max_abs_diff=parity
+    )
+    report = render(scripted, losses, f"{name} ({config.preset}, seed {config.seed})")
+    data = (
+        {"kind": "tutorial", "points": 200, "span": "[0, 12π]", "split": "first half trains, second tests"}
+        if config.preset == "tutorial"
+        else {
+            "kind": "random_sines",
+            "step": f"log-uniform on [{config.step_min:g}, {config.step_max:g}] rad",
+            "phase": "uniform on [0, 2π)",
+            "lengths": [config.short_seq_len, config.seq_len],
+            "fresh_batch_every_epoch": True,
+        }
+    )
+    promoted, reason = decide_promotion(store, name, metrics, promote)
+    manifest = store.save(
+        name,
+        scripted,
+        inputs=(model_store.sequence_spec("input", model_config.input_size),),
+        outputs=(model_store.sequence_spec("output", model_config.output_size),),
+        params=config.to_dict() | {"model": model_config.to_dict()},
+        metrics=metrics,
+        data=data,
+        extra_files={"report.png": report},
+    )
+    if promoted:
+        store.set_alias(name, model_store.PRODUCTION, manifest.version)
+    return TrainResult(
+        manifest=manifest,
+        epochs=len(losses),
+        final_loss=losses[-1],
+        seconds=seconds,
+        promoted=promoted,
+        promotion_reason=reason,
+        losses=losses,
+    )
