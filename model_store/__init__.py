@@ -9,11 +9,12 @@ from model_store.errors import (
     VersionNotFoundError,
 )
 from model_store.manifest import Manifest, TensorSpec, sequence_spec
-from model_store.names import NAME_PATTERN, check_name, check_version
+from model_store.names import MAX_VERSION, NAME_PATTERN, check_name, check_version
 from model_store.store import PRODUCTION, LoadedModel, ModelStore, sha256_hex
 from model_store.torchscript import ScriptModule, from_bytes, script, to_bytes
 
 __all__ = [
+    "MAX_VERSION",
     "NAME_PATTERN",
     "PRODUCTION",
     "IntegrityError",

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import model_store
+from tests.conftest import save_tiny
 from training import LSTMRegressor, ModelConfig, ParamError, TrainingError, check_parity, preset, run
 from training.data import random_sines, tutorial_data
 from training.evaluate import WARMUP, evaluate, masked_mse
@@ -119,13 +120,25 @@ def test_evaluation_is_the_same_for_eager_and_scripted() -> None:
     assert evaluate(model)["worst_mse"] == pytest.approx(evaluate(model_store.script(model))["worst_mse"], rel=1e-5)
 
 
-def test_if_better_promotes_only_a_model_that_is_not_worse(store: model_store.ModelStore) -> None:
-    good = run(preset("robust").with_overrides(TINY | {"max_epochs": 120, "hidden_size": 12}), store, promote="always")
-    assert good.promoted and store.aliases("lstm") == {"production": 1}
-    worse = run(preset("robust").with_overrides(TINY | {"max_epochs": 1}), store, promote="if_better")
+def test_if_better_refuses_a_worse_model_and_promotes_a_better_one(store: model_store.ModelStore) -> None:
+    incumbent = save_tiny(store, metrics={"worst_mse": 1e-9})
+    store.set_alias("lstm", "production", incumbent.version)
+    worse = run(preset("robust").with_overrides(TINY), store, promote="if_better")
     assert not worse.promoted
-    assert "worse than serving version 1" in worse.promotion_reason
+    assert "is worse than serving version 1's 1e-09" in worse.promotion_reason
     assert store.resolve("lstm") == 1
+    weak = save_tiny(store, metrics={"worst_mse": 50.0})
+    store.set_alias("lstm", "production", weak.version)
+    better = run(preset("robust").with_overrides(TINY), store, promote="if_better")
+    assert better.promoted
+    assert f"not worse than serving version {weak.version}'s 50" in better.promotion_reason
+    assert store.resolve("lstm") == better.manifest.version
+
+
+def test_first_model_is_promoted_when_nothing_serves(store: model_store.ModelStore) -> None:
+    result = run(preset("robust").with_overrides(TINY), store, promote="if_better")
+    assert result.promoted and result.promotion_reason == "no serving version yet"
+    assert store.aliases("lstm") == {"production": 1}
 
 
 def test_out_of_bounds_parameters_name_the_bound() -> None:
