@@ -16,9 +16,11 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]' "$(TORCH_SPEC)"
 	touch $@
 
-# Train the default (robust) model if the store has none, then serve it.
+# Train the default (robust) model if the store has none, then serve it on 127.0.0.1:8000.
 serve: install
-	$(BIN)/python -m training.bootstrap --store $(STORE)
+	@$(BIN)/python -c "import model_store, sys; sys.exit(0 if model_store.ModelStore('$(STORE)').models() else 1)" \
+		|| $(BIN)/lstm-train --store $(STORE)
+	$(BIN)/lstm-serve --store $(STORE)
 
 train: install
 	$(BIN)/lstm-train --store $(STORE)

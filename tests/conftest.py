@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from fastapi.testclient import TestClient
 
 import model_store
+from service import Settings, create_app
 from training import LSTMRegressor, ModelConfig
 
 SaveTiny = Callable[..., model_store.Manifest]
@@ -36,3 +38,27 @@ def save_tiny(
 @pytest.fixture
 def store(tmp_path: Path) -> model_store.ModelStore:
     return model_store.ModelStore(tmp_path / "store")
+
+
+LOOPBACK = ("127.0.0.1", 50000)
+REMOTE = ("203.0.113.7", 50000)
+
+
+def make_client(store: model_store.ModelStore, client: tuple[str, int] = LOOPBACK, **overrides: object) -> TestClient:
+    """A TestClient over the real app and lifespan for `store` (enter it with `with`)."""
+    settings = Settings(store_dir=store.root, poll_interval=0.05, **overrides)  # type: ignore[arg-type]
+    return TestClient(create_app(settings), client=client)
+
+
+@pytest.fixture
+def served_store(store: model_store.ModelStore) -> model_store.ModelStore:
+    """A store with two tiny versions of `lstm` (different weights) and a report picture on each."""
+    save_tiny(store, seed=1, extra_files={"report.png": b"\x89PNG\r\n\x1a\nfake"})
+    save_tiny(store, seed=2, extra_files={"report.png": b"\x89PNG\r\n\x1a\nfake"})
+    return store
+
+
+@pytest.fixture
+def client(served_store: model_store.ModelStore) -> Iterator[TestClient]:
+    with make_client(served_store) as test_client:
+        yield test_client

@@ -1,0 +1,100 @@
+"""create_app(settings): the FastAPI application, its lifespan, and how errors become responses."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import torch
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+import model_store
+from service.config import Settings
+from service.errors import ServiceError, status_for
+from service.metrics import MetricsMiddleware
+from service.predictor import Predictor
+from service.responses import error_response
+from service.routes import health, models, oip, predict
+from service.runtime import Runtime
+
+log = logging.getLogger("service.app")
+
+
+def _set_torch_threads(threads: int) -> None:
+    torch.set_num_threads(threads)
+    with contextlib.suppress(RuntimeError):  # allowed once per process, before any parallel work
+        torch.set_num_interop_threads(1)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The service for `settings`; nothing is opened until the lifespan starts."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        _set_torch_threads(settings.torch_threads)
+        store = model_store.ModelStore(settings.store_dir)
+        runtime = Runtime(settings=settings, store=store, predictor=Predictor(store, settings.version_cache))
+        await runtime.refresh()
+        if not runtime.predictor.ready:
+            log.warning(runtime.not_ready_message())
+        app.state.runtime = runtime
+        poller = asyncio.create_task(runtime.poll(), name="store-poll")
+        try:
+            yield
+        finally:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
+            runtime.close()
+
+    app = FastAPI(
+        title="lstm-service",
+        summary="Serves LSTMs that read sine sequences (seq, batch, 1) and predict the matching cosines.",
+        lifespan=lifespan,
+    )
+    app.include_router(predict.router)
+    app.include_router(oip.router)
+    app.include_router(models.router)
+    app.include_router(health.router)
+    app.add_exception_handler(ServiceError, _domain_error)
+    app.add_exception_handler(model_store.StoreError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"])
+    app.add_middleware(MetricsMiddleware)
+    return app
+
+
+async def _domain_error(request: Request, exc: Exception) -> Response:
+    status = status_for(exc)
+    if status >= 500:
+        log.error("%s %s: %s", request.method, request.url.path, exc)
+    return error_response(str(exc), status)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    problems = "; ".join(f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors())
+    return error_response(f"invalid request: {problems}", 422)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    return error_response(str(exc.detail), exc.status_code, dict(exc.headers or {}))
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response("internal error; see the server log", 500)
+
+
+def app_from_env() -> FastAPI:
+    """The uvicorn factory: settings from LSTM_* environment variables (lstm-serve sets them from its flags)."""
+    return create_app(Settings())

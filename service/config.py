@@ -1,0 +1,46 @@
+"""Settings of the service: pydantic-settings with the LSTM_ prefix; the only reader of os.environ."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Every knob of lstm-serve. Each field is also an environment variable: LSTM_<FIELD NAME>."""
+
+    model_config = SettingsConfigDict(env_prefix="LSTM_", extra="ignore")
+
+    store_dir: Path = Field(Path("model-store"), description="the model store folder (shared by all workers)")
+    host: str = Field("127.0.0.1", description="address to bind; 0.0.0.0 to listen on every interface")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port")
+    workers: int = Field(1, ge=1, le=64, description="server processes (each loads every serving model)")
+    torch_threads: int = Field(1, ge=1, le=256, description="torch intra-op threads per worker")
+    api_token: SecretStr | None = Field(
+        None, description="bearer token for mutating routes; when unset they are open to loopback clients only"
+    )
+    max_body_bytes: int = Field(16 * MIB, ge=1024, description="largest request body accepted (413 above)")
+    max_elements: int = Field(
+        1_000_000, ge=1, description="largest number of tensor elements in one request (413 above)"
+    )
+    inline_max_elements: int = Field(
+        4096, ge=0, description="requests up to this many elements run on the event loop; larger ones in a thread"
+    )
+    poll_interval: float = Field(
+        0.5, gt=0, le=60, description="seconds between checks of the store for alias changes and new models"
+    )
+    version_cache: int = Field(4, ge=0, le=64, description="non-serving versions kept loaded for explicit requests")
+    drain_timeout: float = Field(30.0, ge=0, description="seconds SIGTERM waits for in-flight requests")
+    forwarded_allow_ips: str | None = Field(
+        None,
+        description="proxies whose X-Forwarded-For is trusted (comma-separated IPs); unset: never trust it",
+    )
+    cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS; empty: CORS off")
+    log_level: str = Field("info", description="log level of the service and uvicorn")
+    metrics_dir: Path | None = Field(
+        None, description="prometheus multiprocess folder; lstm-serve sets one when --workers > 1"
+    )

@@ -1,0 +1,85 @@
+"""Prometheus metrics: request counts and latencies, batch sizes, served versions, load failures.
+
+With several workers, lstm-serve points PROMETHEUS_MULTIPROC_DIR at a shared folder before the
+workers start; prometheus-client then keeps values in per-process files and /metrics sums them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+REQUESTS = Counter("lstm_http_requests_total", "HTTP requests by route and status", ["method", "route", "status"])
+LATENCY = Histogram(
+    "lstm_http_request_duration_seconds",
+    "HTTP request latency by route and status",
+    ["method", "route", "status"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+BATCH_SIZE = Histogram(
+    "lstm_inference_batch_size",
+    "sequences (batch dimension) per forward pass",
+    ["model"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096),
+)
+SERVED_VERSION = Gauge(
+    "lstm_served_version", "version each worker serves, per model", ["model"], multiprocess_mode="liveall"
+)
+LOAD_FAILURES = Counter("lstm_model_load_failures_total", "versions refused at load (hash or format)", ["model"])
+SWAPS = Counter("lstm_model_swaps_total", "times a worker switched the version it serves", ["model"])
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text for this process, or summed over every worker in multiprocess mode."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request under its route template (not the raw path)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            labels = (scope["method"], template, str(status))
+            REQUESTS.labels(*labels).inc()
+            LATENCY.labels(*labels).observe(time.perf_counter() - started)

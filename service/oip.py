@@ -1,0 +1,276 @@
+"""The Open Inference Protocol (KServe V2) codec with the binary tensor extension: request bytes to numpy and back."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from service.errors import InvalidInputError, PayloadTooLargeError
+from service.tensors import brief, check_finite, flatten, json_kind, numbers_to_float32, parse_json_object
+
+HEADER_LENGTH_HEADER: Final = "Inference-Header-Content-Length"
+OUTPUT_NAME: Final = "output"
+JSON_CONTENT_TYPE: Final = "application/json"
+BINARY_CONTENT_TYPE: Final = "application/octet-stream"
+
+# Explicit little-endian: the binary extension fixes the byte order whatever the host's is.
+_DTYPES: Final[dict[str, np.dtype[Any]]] = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
+_ACCEPTED_DATATYPES: Final = " or ".join(_DTYPES)
+_UNSUPPORTED_PARAMETERS: Final = ("shared_memory_region", "classification")
+_HEADER_LENGTH_PATTERN: Final = re.compile(r"\s*(-?[0-9]{1,19})\s*")
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: comparing ndarrays with == is elementwise, not a bool
+class InferRequest:
+    """A decoded inference request for the one-input model."""
+
+    id: str | None
+    input_name: str
+    tensor: npt.NDArray[np.float32]  # C-contiguous, writable, shape (seq, batch, input_size)
+    output_binary: bool
+    output_names: tuple[str, ...]  # empty means all outputs
+
+
+def parse_header_length(value: str | None) -> int | None:
+    """The `Inference-Header-Content-Length` header as an int (None when absent); 422 when it is not an integer."""
+    if value is None:
+        return None
+    match = _HEADER_LENGTH_PATTERN.fullmatch(value)
+    if match is None:
+        raise InvalidInputError(
+            f"{HEADER_LENGTH_HEADER} is {brief(value)} but a byte count (a non-negative integer) was expected"
+        )
+    return int(match.group(1))
+
+
+def decode_infer_request(body: bytes, header_length: int | None, *, input_size: int, max_elements: int) -> InferRequest:
+    """Parse and validate a V2 inference request; every problem raises InvalidInputError or PayloadTooLargeError."""
+    header, binary = _split_body(body, header_length)
+    request = parse_json_object(header)
+    request_id = request.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise InvalidInputError(f"request 'id' is {json_kind(request_id)} but a string was expected")
+    request_parameters = _parameters(request.get("parameters"), "request")
+
+    inputs = request.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise InvalidInputError(
+            f"request 'inputs' is {'an empty list' if inputs == [] else json_kind(inputs)} "
+            "but a non-empty list of input tensor objects was expected"
+        )
+    if len(inputs) != 1:
+        raise InvalidInputError(f"request has {len(inputs)} inputs but the model takes exactly 1 input tensor")
+    spec = inputs[0]
+    if not isinstance(spec, dict):
+        raise InvalidInputError(f"request input is {json_kind(spec)} but a JSON object was expected")
+    name = spec.get("name")
+    if not isinstance(name, str):
+        raise InvalidInputError(f"input 'name' is {json_kind(name)} but a string was expected")
+    datatype = spec.get("datatype")
+    if not isinstance(datatype, str) or datatype not in _DTYPES:
+        raise InvalidInputError(f"input {name!r} datatype is {_shown(datatype)} but {_ACCEPTED_DATATYPES} was expected")
+    dtype = _DTYPES[datatype]
+    shape = _shape(spec.get("shape"), name, input_size)
+    count = math.prod(shape)  # Python ints: no overflow, and nothing is allocated from it yet
+    if count > max_elements:
+        raise PayloadTooLargeError(
+            f"input {name!r} has shape {shape} = {count} elements but at most {max_elements} are accepted"
+        )
+    input_parameters = _parameters(spec.get("parameters"), f"input {name!r}")
+    _reject_unsupported(input_parameters, f"input {name!r}")
+    output_binary, output_names = _requested_outputs(request.get("outputs"), request_parameters)
+
+    if "binary_data_size" in input_parameters:
+        if spec.get("data") is not None:
+            raise InvalidInputError(
+                f"input {name!r} has both 'data' and parameters.binary_data_size but exactly one of them was expected"
+            )
+        tensor = _binary_tensor(
+            input_parameters["binary_data_size"], binary, header_length, name, datatype, dtype, shape, count
+        )
+    else:
+        if len(binary):
+            raise InvalidInputError(
+                f"the body has {len(binary)} bytes after the {header_length}-byte JSON header but no input declares "
+                "parameters.binary_data_size; binary data is expected only for an input that declares its size"
+            )
+        tensor = _json_tensor(spec.get("data"), name, shape, count)
+    return InferRequest(
+        id=request_id, input_name=name, tensor=tensor, output_binary=output_binary, output_names=output_names
+    )
+
+
+def encode_infer_response(
+    *, model_name: str, model_version: str, request_id: str | None, output: npt.NDArray[Any], binary: bool
+) -> tuple[bytes, dict[str, str]]:
+    """A V2 inference response for the model's one output, as (body, HTTP headers to send with it)."""
+    array = np.ascontiguousarray(output, dtype=np.float32)
+    tensor: dict[str, Any] = {"name": OUTPUT_NAME, "datatype": "FP32", "shape": list(array.shape)}
+    response: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
+    if request_id is not None:
+        response["id"] = request_id
+    response["outputs"] = [tensor]
+    if binary:
+        raw = array.astype("<f4", copy=False).tobytes()
+        tensor["parameters"] = {"binary_data_size": len(raw)}
+        header = orjson.dumps(response)
+        return header + raw, {HEADER_LENGTH_HEADER: str(len(header)), "Content-Type": BINARY_CONTENT_TYPE}
+    # Serialising the ndarray directly is many times faster than tolist(); NaN/inf become null.
+    tensor["data"] = array.reshape(-1)
+    return orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY), {"Content-Type": JSON_CONTENT_TYPE}
+
+
+def encode_error(message: str) -> bytes:
+    """The V2 error body: {"error": message}."""
+    return orjson.dumps({"error": message})
+
+
+def _split_body(body: bytes, header_length: int | None) -> tuple[memoryview, memoryview]:
+    view = memoryview(body)
+    if header_length is None:
+        return view, view[len(view) :]
+    if header_length < 0:
+        raise InvalidInputError(
+            f"{HEADER_LENGTH_HEADER} is {header_length} but a non-negative byte count of the JSON header was expected"
+        )
+    if header_length > len(body):
+        raise InvalidInputError(
+            f"{HEADER_LENGTH_HEADER} is {header_length} but the body has only {len(body)} bytes; "
+            "a length no larger than the body was expected"
+        )
+    return view[:header_length], view[header_length:]
+
+
+def _shown(value: object) -> str:
+    return "missing or null" if value is None else brief(value)
+
+
+def _parameters(value: object, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidInputError(f"{where} 'parameters' is {json_kind(value)} but a JSON object was expected")
+    return value
+
+
+def _reject_unsupported(parameters: dict[str, Any], where: str) -> None:
+    for key in _UNSUPPORTED_PARAMETERS:
+        if key in parameters:
+            raise InvalidInputError(
+                f"{where} has parameter {key!r}, which this server does not support; "
+                "plain JSON or binary tensor data was expected"
+            )
+
+
+def _shape(value: object, name: str, input_size: int) -> list[int]:
+    expected = f"3 dimensions (seq, batch, {input_size})"
+    if not isinstance(value, list):
+        raise InvalidInputError(f"input {name!r} shape is {_shown(value)} but a list of {expected} was expected")
+    if len(value) != 3:
+        raise InvalidInputError(f"input {name!r} has shape {brief(value)} but {expected} were expected")
+    if not all(isinstance(dim, int) and not isinstance(dim, bool) for dim in value):
+        raise InvalidInputError(f"input {name!r} has shape {brief(value)} but integer dimensions were expected")
+    if not all(dim > 0 for dim in value):
+        raise InvalidInputError(
+            f"input {name!r} has shape {value} but every dimension must be positive: {expected}, seq and batch > 0"
+        )
+    if value[2] != input_size:
+        raise InvalidInputError(
+            f"input {name!r} has shape {value} but its last dimension must be the model's input size {input_size}"
+        )
+    return value
+
+
+def _requested_outputs(outputs: object, request_parameters: dict[str, Any]) -> tuple[bool, tuple[str, ...]]:
+    binary = request_parameters.get("binary_data_output", False)
+    if not isinstance(binary, bool):
+        raise InvalidInputError(
+            f"request parameter 'binary_data_output' is {json_kind(binary)} but a boolean was expected"
+        )
+    if outputs is None:
+        return binary, ()
+    if not isinstance(outputs, list):
+        raise InvalidInputError(f"request 'outputs' is {json_kind(outputs)} but a list of output objects was expected")
+    names: list[str] = []
+    for item in outputs:
+        if not isinstance(item, dict):
+            raise InvalidInputError(f"a requested output is {json_kind(item)} but a JSON object was expected")
+        name = item.get("name")
+        if name != OUTPUT_NAME:
+            raise InvalidInputError(
+                f"requested output {_shown(name)} does not exist; the model has one output named {OUTPUT_NAME!r}"
+            )
+        if name in names:
+            raise InvalidInputError(f"output {name!r} is requested twice but each output may be requested once")
+        names.append(name)
+        parameters = _parameters(item.get("parameters"), f"requested output {name!r}")
+        _reject_unsupported(parameters, f"requested output {name!r}")
+        # Per the binary extension, an output's own binary_data overrides the request-wide binary_data_output.
+        if "binary_data" in parameters:
+            binary = parameters["binary_data"]
+            if not isinstance(binary, bool):
+                raise InvalidInputError(
+                    f"requested output {name!r} parameter 'binary_data' is {json_kind(binary)} "
+                    "but a boolean was expected"
+                )
+    return binary, tuple(names)
+
+
+def _binary_tensor(
+    size: object,
+    binary: memoryview,
+    header_length: int | None,
+    name: str,
+    datatype: str,
+    dtype: np.dtype[Any],
+    shape: list[int],
+    count: int,
+) -> npt.NDArray[np.float32]:
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise InvalidInputError(
+            f"input {name!r} has parameters.binary_data_size {_shown(size)} but a non-negative byte count was expected"
+        )
+    if header_length is None:
+        raise InvalidInputError(
+            f"input {name!r} declares parameters.binary_data_size but the request has no {HEADER_LENGTH_HEADER} "
+            "header; that header with the byte length of the JSON part was expected"
+        )
+    needed = count * dtype.itemsize
+    if size != needed:
+        raise InvalidInputError(
+            f"input {name!r} has parameters.binary_data_size {size} but shape {shape} of {datatype} needs "
+            f"{needed} bytes ({count} elements of {dtype.itemsize} bytes)"
+        )
+    if len(binary) != size:
+        raise InvalidInputError(
+            f"the body has {len(binary)} bytes after the {header_length}-byte JSON header but input {name!r} "
+            f"declares parameters.binary_data_size {size}; exactly that many bytes were expected"
+        )
+    # astype always copies: the result is aligned, native-endian and writable (frombuffer's view of bytes is not).
+    with np.errstate(over="ignore"):
+        tensor = np.frombuffer(binary, dtype=dtype).astype(np.float32).reshape(shape)
+    check_finite(tensor, f"input {name!r}")
+    return tensor
+
+
+def _json_tensor(data: object, name: str, shape: list[int], count: int) -> npt.NDArray[np.float32]:
+    if data is None:
+        raise InvalidInputError(
+            f"input {name!r} has neither 'data' nor parameters.binary_data_size but one of them was expected"
+        )
+    if not isinstance(data, list):
+        raise InvalidInputError(f"input {name!r} 'data' is {json_kind(data)} but a list of numbers was expected")
+    expectation = f"{count} numbers, as a flat list or as lists nested as shape {shape}"
+    if data and isinstance(data[0], list):
+        leaves = flatten(data, shape, f"input {name!r} data", expectation)
+    elif len(data) == count:
+        leaves = data
+    else:
+        raise InvalidInputError(f"input {name!r} data has {len(data)} elements but {expectation} was expected")
+    return numbers_to_float32(leaves, data, shape, f"input {name!r} data", expectation)

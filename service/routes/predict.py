@@ -1,0 +1,78 @@
+"""POST /predict: nested-list JSON in, cosines out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+
+from service.body import read_body
+from service.deps import RuntimeDep
+from service.runtime import DEFAULT_MODEL
+from service.tensors import encode_predict, nested_to_array, parse_predict
+
+router = APIRouter(tags=["inference"])
+
+# The body is parsed with orjson + numpy rather than pydantic (per-element validation of a
+# 32 000-number tensor costs far more than the model); this schema documents it for OpenAPI.
+PREDICT_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["inputs"],
+                "additionalProperties": False,
+                "properties": {
+                    "inputs": {
+                        "description": "sine values shaped (seq, batch, 1), time-major",
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {
+                            "type": "array",
+                            "minItems": 1,
+                            "items": {"type": "array", "minItems": 1, "maxItems": 1, "items": {"type": "number"}},
+                        },
+                    },
+                    "model": {"type": "string", "default": DEFAULT_MODEL},
+                    "version": {"type": "integer", "minimum": 1},
+                },
+            },
+            "example": {"inputs": [[[0.0]], [[0.0998]], [[0.1987]], [[0.2955]]], "model": "lstm"},
+        }
+    },
+}
+PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "the predicted cosines, shaped like the inputs",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["outputs", "model", "version"],
+                    "properties": {
+                        "outputs": {"type": "array", "items": {"type": "array", "items": {"type": "array"}}},
+                        "model": {"type": "string"},
+                        "version": {"type": "integer"},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post("/predict", openapi_extra={"requestBody": PREDICT_BODY}, responses=PREDICT_RESPONSES)
+async def predict(request: Request, runtime: RuntimeDep) -> Response:
+    """Predict cos for sine sequences shaped (seq, batch, 1)."""
+    body = await read_body(request, runtime.settings.max_body_bytes)
+    parsed = parse_predict(body, default_model=DEFAULT_MODEL)
+    served = await runtime.model_for(parsed.model, parsed.version)
+    inputs = nested_to_array(
+        parsed.inputs,
+        label="'inputs'",
+        features=served.input_size,
+        max_elements=runtime.settings.max_elements,
+    )
+    outputs = await runtime.infer(served, inputs)
+    return Response(encode_predict(outputs, served.name, served.version), media_type="application/json")

@@ -1,0 +1,83 @@
+"""The per-process runtime the routes share: settings, store, predictor, and where inference runs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import anyio.to_thread
+import numpy as np
+
+import model_store
+from service import metrics
+from service.config import Settings
+from service.errors import NotReadyError
+from service.predictor import Predictor, ServedModel
+
+log = logging.getLogger("service.runtime")
+DEFAULT_MODEL = "lstm"
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: model_store.ModelStore
+    predictor: Predictor
+    # One thread: torch already uses `torch_threads` inside a forward; more threads would only
+    # make large requests contend with each other.
+    executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "inference"))
+
+    def not_ready_message(self) -> str:
+        return (
+            f"no model is loaded: the store at {self.settings.store_dir} has no model yet; train one with "
+            f"`lstm-train --store {self.settings.store_dir}` (or POST /train) and it is served within "
+            f"{self.settings.poll_interval:g} s"
+        )
+
+    async def model_for(self, name: str, version: int | None) -> ServedModel:
+        """The model a request asked for; a non-serving version is loaded off the event loop."""
+        if not self.predictor.ready and version is None:
+            if not self.store.versions(name):
+                raise NotReadyError(self.not_ready_message())
+        found = self.predictor.resolve(name, version)
+        if isinstance(found, ServedModel):
+            return found
+        return await anyio.to_thread.run_sync(self.predictor.load_version, name, found)
+
+    async def infer(self, served: ServedModel, x: np.ndarray) -> np.ndarray:
+        """Run one forward; tiny requests inline (a thread hop costs more than they do)."""
+        if x.size <= self.settings.inline_max_elements:
+            output = served(x)
+        else:
+            output = await asyncio.get_running_loop().run_in_executor(self.executor, served, x)
+        metrics.BATCH_SIZE.labels(served.name).observe(x.shape[1])
+        return output
+
+    async def refresh(self) -> None:
+        """Pick up alias changes and new models, and publish what is served to /metrics."""
+        changed = await anyio.to_thread.run_sync(self.predictor.refresh)
+        for name in changed:
+            metrics.SWAPS.labels(name).inc()
+        self.publish_state()
+
+    def publish_state(self) -> None:
+        for name, served in self.predictor.serving().items():
+            metrics.SERVED_VERSION.labels(name).set(served.version)
+        for name, failure in self.predictor.failures().items():
+            if failure.reported is False:
+                metrics.LOAD_FAILURES.labels(name).inc()
+                failure.reported = True
+
+    async def poll(self) -> None:
+        """Check the store every poll_interval seconds, for the life of the process."""
+        while True:
+            await asyncio.sleep(self.settings.poll_interval)
+            try:
+                await self.refresh()
+            except Exception:  # a broken store must not stop the poller for good
+                log.exception("store poll failed")
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)

@@ -1,0 +1,169 @@
+"""End to end against real lstm-serve processes: workers, live promotion, draining, a real OIP client."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+import model_store
+from tests.conftest import save_tiny
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    url: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
+def start_server(root: Path, log: Path, workers: int = 1, **env: str) -> Server:
+    port = free_port()
+    environment = os.environ | {"LSTM_POLL_INTERVAL": "0.2", "LSTM_LOG_LEVEL": "warning"} | env
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service", "--store", str(root), "--port", str(port), "--workers", str(workers)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=environment,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"lstm-serve exited with {process.returncode}: {log.read_text()}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return Server(url=url, port=port, process=process, log=log)
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"lstm-serve did not become ready: {log.read_text()}")
+
+
+def stop(server: Server) -> int:
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGTERM)
+        try:
+            server.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait()
+    return server.process.returncode
+
+
+@pytest.fixture
+def two_versions(tmp_path: Path) -> model_store.ModelStore:
+    store = model_store.ModelStore(tmp_path / "store")
+    save_tiny(store, seed=1)
+    save_tiny(store, seed=2)
+    return store
+
+
+@pytest.fixture
+def two_workers(two_versions: model_store.ModelStore, tmp_path: Path) -> Iterator[Server]:
+    server = start_server(two_versions.root, tmp_path / "serve.log", workers=2)
+    yield server
+    stop(server)
+
+
+def test_promotion_under_load_drops_nothing_and_every_worker_switches(two_workers: Server) -> None:
+    body = {"inputs": np.sin(0.2 * np.arange(30)).reshape(30, 1, 1).tolist()}
+    results: list[tuple[float, int, int]] = []  # (sent at, status, version)
+    stop_at = time.monotonic() + 6.0
+
+    def hammer() -> None:
+        while time.monotonic() < stop_at:
+            sent = time.monotonic()
+            # A new connection per request, so the kernel spreads requests over both workers.
+            response = httpx.post(f"{two_workers.url}/predict", json=body, headers={"connection": "close"}, timeout=10)
+            version = response.json().get("version", -1) if response.status_code == 200 else -1
+            results.append((sent, response.status_code, version))
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.5)
+    promoted = httpx.put(f"{two_workers.url}/models/lstm/aliases/production", json={"version": 1}, timeout=10)
+    promoted_at = time.monotonic()
+    assert promoted.status_code == 200, promoted.text
+    for thread in threads:
+        thread.join()
+
+    assert len(results) > 100
+    assert all(status == 200 for _, status, _ in results), [r for r in results if r[1] != 200][:5]
+    assert {version for _, _, version in results} <= {1, 2}
+    assert any(version == 2 for sent, _, version in results if sent < promoted_at)
+    late = [version for sent, _, version in results if sent > promoted_at + 2.0]
+    assert late and set(late) == {1}
+    metrics = httpx.get(f"{two_workers.url}/metrics").text
+    served = [line for line in metrics.splitlines() if line.startswith("lstm_served_version{")]
+    assert len(served) == 2 and all(line.endswith(" 1.0") for line in served), served
+
+
+def test_sigterm_drains_an_in_flight_request(two_versions: model_store.ModelStore, tmp_path: Path) -> None:
+    server = start_server(two_versions.root, tmp_path / "serve.log")
+    payload = b'{"inputs": [[[0.1]], [[0.2]], [[0.3]]]}'
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        head = (
+            "POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(payload)}\r\n\r\n"
+        )
+        sock.sendall(head.encode() + payload[:10])  # the request is now in flight
+        time.sleep(0.3)
+        server.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert server.process.poll() is None  # still draining
+        sock.sendall(payload[10:])
+        response = b""
+        while b"\r\n\r\n" not in response or not response.rstrip().endswith(b"}"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            response += chunk
+    assert response.startswith(b"HTTP/1.1 200"), response[:200]
+    assert b'"outputs"' in response
+    # uvicorn re-raises the signal once it has drained, so a clean stop reads as killed by SIGTERM.
+    assert server.process.wait(timeout=30) in (0, -signal.SIGTERM)
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{server.url}/healthz", timeout=1)
+
+
+def test_tritonclient_works_unchanged(two_workers: Server) -> None:
+    http = pytest.importorskip("tritonclient.http")
+    client = http.InferenceServerClient(url=two_workers.url.removeprefix("http://"))
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("lstm")
+    assert client.get_model_metadata("lstm")["inputs"][0]["shape"] == [-1, -1, 1]
+    x = np.sin(0.3 * np.arange(40)).astype(np.float32).reshape(20, 2, 1)
+    for binary in (True, False):
+        infer_input = http.InferInput("input", list(x.shape), "FP32")
+        infer_input.set_data_from_numpy(x, binary_data=binary)
+        output = http.InferRequestedOutput("output", binary_data=binary)
+        result = client.infer("lstm", [infer_input], outputs=[output], model_version="2")
+        expected = httpx.post(f"{two_workers.url}/predict", json={"inputs": x.tolist(), "version": 2}).json()
+        assert np.allclose(result.as_numpy("output"), np.array(expected["outputs"]), atol=1e-6)
+    with pytest.raises(Exception, match="not found"):
+        client.infer("nope", [infer_input])
+    client.close()
