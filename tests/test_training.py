@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 import model_store
-from tests.conftest import save_tiny
 from training import LSTMRegressor, ModelConfig, ParamError, TrainingError, check_parity, preset, run
-from training.data import random_sines, tutorial_data
+from training.data import Dataset, DatasetError, load_dataset, random_sines, split_dataset, tutorial_data
 from training.evaluate import WARMUP, evaluate, masked_mse
 
 TINY = {
@@ -120,19 +121,67 @@ def test_evaluation_is_the_same_for_eager_and_scripted() -> None:
     assert evaluate(model)["worst_mse"] == pytest.approx(evaluate(model_store.script(model))["worst_mse"], rel=1e-5)
 
 
-def test_if_better_refuses_a_worse_model_and_promotes_a_better_one(store: model_store.ModelStore) -> None:
-    incumbent = save_tiny(store, metrics={"worst_mse": 1e-9})
-    store.set_alias("lstm", "production", incumbent.version)
-    worse = run(preset("robust").with_overrides(TINY), store, promote="if_better")
-    assert not worse.promoted
-    assert "is worse than serving version 1's 1e-09" in worse.promotion_reason
-    assert store.resolve("lstm") == 1
-    weak = save_tiny(store, metrics={"worst_mse": 50.0})
-    store.set_alias("lstm", "production", weak.version)
-    better = run(preset("robust").with_overrides(TINY), store, promote="if_better")
+def linear_dataset() -> Dataset:
+    x = np.sin(0.3 * np.arange(40)[:, None] + np.linspace(0, 6, 10)[None, :])[..., None]  # (40, 10, 1)
+    return split_dataset(x.astype(np.float32), (0.5 * x).astype(np.float32))
+
+
+def test_if_better_promotes_a_better_model_and_refuses_a_worse_one(store: model_store.ModelStore) -> None:
+    dataset = linear_dataset()
+    weak = preset("tutorial").with_overrides({"max_epochs": 1, "target_loss": 0.0})
+    strong = preset("tutorial").with_overrides({"max_epochs": 300, "target_loss": 0.0})
+    run(weak, store, promote="always", dataset=dataset)
+    better = run(strong, store, promote="if_better", dataset=dataset)
     assert better.promoted
-    assert f"not worse than serving version {weak.version}'s 50" in better.promotion_reason
-    assert store.resolve("lstm") == better.manifest.version
+    assert (
+        "dataset_test_mse" in better.promotion_reason and "not worse than serving version 1" in better.promotion_reason
+    )
+    assert store.resolve("lstm") == 2
+    worse = run(weak, store, promote="if_better", dataset=dataset)
+    assert not worse.promoted
+    assert "is worse than serving version 2" in worse.promotion_reason
+    assert store.resolve("lstm") == 2
+
+
+def test_dataset_run_records_its_data_and_held_out_metric(store: model_store.ModelStore) -> None:
+    dataset = linear_dataset()
+    result = run(preset("tutorial").with_overrides({"max_epochs": 50}), store, dataset=dataset)
+    data = result.manifest.data
+    assert data["kind"] == "user_dataset" and data["shape"] == [40, 10, 1] and len(data["sha256"]) == 64
+    assert data["train_shape"] == [40, 8, 1] and data["test_shape"] == [40, 2, 1]
+    assert result.manifest.metrics["dataset_test_mse"] >= 0
+
+
+def test_single_sequence_dataset_is_split_in_time() -> None:
+    x = np.zeros((10, 1, 1), dtype=np.float32)
+    dataset = split_dataset(x, x)
+    assert dataset.train_x.shape == (5, 1, 1) and dataset.test_x.shape == (5, 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "targets"),
+    [
+        (np.zeros((5, 2, 1)), np.zeros((5, 3, 1))),
+        (np.zeros((5, 2, 2)), np.zeros((5, 2, 2))),
+        (np.zeros((5, 2)), np.zeros((5, 2))),
+        (np.full((5, 2, 1), np.nan), np.zeros((5, 2, 1))),
+        (np.zeros((1, 2, 1)), np.zeros((1, 2, 1))),
+    ],
+)
+def test_bad_datasets_are_refused(inputs: np.ndarray, targets: np.ndarray) -> None:
+    with pytest.raises(DatasetError):
+        split_dataset(inputs, targets)
+
+
+def test_dataset_file_round_trip_refuses_pickles(tmp_path: Path) -> None:
+    good = tmp_path / "good.npz"
+    x = np.zeros((6, 2, 1), dtype=np.float32)
+    np.savez(good, inputs=x, targets=x)
+    assert load_dataset(good).shape == (6, 2, 1)
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, inputs=np.array([{"a": 1}], dtype=object), targets=x)
+    with pytest.raises(DatasetError):
+        load_dataset(bad)
 
 
 def test_first_model_is_promoted_when_nothing_serves(store: model_store.ModelStore) -> None:

@@ -6,14 +6,18 @@ import argparse
 import json
 import os
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from tqdm import tqdm
 
 import model_store
 from training.config import BOUNDS, PRESET_NAMES, ParamError, preset
+from training.data import DatasetError, load_dataset
 from training.train import PROMOTE_CHOICES, TrainingError, TrainResult, run
 
 DEFAULT_STORE = "model-store"
@@ -43,6 +47,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--report", type=Path, default=_env("report"), help="also write the report picture here")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--progress-jsonl",
+        action="store_true",
+        help="machine output for job runners: JSON lines on stdout (progress events, then a result or error)",
+    )
+    parser.add_argument(
+        "--exit-with-parent",
+        action="store_true",
+        help="exit at once if the parent process dies (job runners use it so no training outlives the service)",
+    )
+    parser.add_argument(
+        "--dataset",
+        type=Path,
+        default=_env("dataset"),
+        help="train on your own data: an .npz with float arrays 'inputs' and 'targets' shaped (seq, batch, 1); "
+        "the last fifth of the sequences is held out for its metrics",
+    )
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=_env("train_torch_threads"),
+        help="torch threads for training (default: torch's own choice; changes float rounding, see README)",
+    )
     group = parser.add_argument_group("hyper-parameters (default: the preset's value)")
     for name, bound in BOUNDS.items():
         group.add_argument(
@@ -75,39 +102,94 @@ def summarize(result: TrainResult) -> dict[str, Any]:
     }
 
 
+def exit_with_parent() -> None:
+    """Watch the parent from a daemon thread; when it is gone, leave without registering anything."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os._exit(3)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+class JsonLines:
+    """Progress as JSON lines for a job runner: at most one progress line per `interval` seconds."""
+
+    def __init__(self, interval: float = 0.25) -> None:
+        self.interval = interval
+        self.last = 0.0
+
+    @staticmethod
+    def emit(event: str, **fields: Any) -> None:
+        print(json.dumps({"event": event, **fields}), flush=True)
+
+    def __call__(self, epoch: int, max_epochs: int, loss: float) -> None:
+        now = time.monotonic()
+        if now - self.last >= self.interval or epoch == max_epochs:
+            self.last = now
+            self.emit("progress", epoch=epoch, max_epochs=max_epochs, loss=loss)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    machine = args.progress_jsonl
+    if args.exit_with_parent:
+        exit_with_parent()
+
+    def fail(message: str, status: int) -> int:
+        if machine:
+            JsonLines.emit("error", message=message)
+        print(f"lstm-train: error: {message}", file=sys.stderr)
+        return status
+
     overrides = {
         name: bound.kind(getattr(args, name)) for name, bound in BOUNDS.items() if getattr(args, name) is not None
     }
     try:
         config = preset(args.preset).with_overrides(overrides)
         model_store.check_name(args.model)
-    except (ParamError, model_store.InvalidNameError) as exc:
-        print(f"lstm-train: error: {exc}", file=sys.stderr)
-        return 2
+        dataset = None if args.dataset is None else load_dataset(args.dataset)
+    except (ParamError, model_store.InvalidNameError, DatasetError) as exc:
+        return fail(str(exc), 2)
+    if args.torch_threads is not None:
+        torch.set_num_threads(max(1, int(args.torch_threads)))
     store = model_store.ModelStore(args.store)
-    bar = tqdm(total=config.max_epochs, unit="epoch", disable=args.no_progress, mininterval=0.5, dynamic_ncols=True)
+    bar = tqdm(
+        total=config.max_epochs,
+        unit="epoch",
+        disable=args.no_progress or machine,
+        mininterval=0.5,
+        dynamic_ncols=True,
+    )
 
-    def on_epoch(epoch: int, max_epochs: int, loss: float) -> None:
+    def on_tqdm(epoch: int, max_epochs: int, loss: float) -> None:
         bar.update(epoch - bar.n)
         bar.set_postfix(loss=f"{loss:.2e}", refresh=False)
 
     try:
-        result = run(config, store, name=args.model, promote=args.promote, on_epoch=on_epoch)
+        result = run(
+            config,
+            store,
+            name=args.model,
+            promote=args.promote,
+            on_epoch=JsonLines() if machine else on_tqdm,
+            dataset=dataset,
+        )
     except (TrainingError, model_store.StoreError, OSError) as exc:
         bar.close()
-        print(f"lstm-train: error: {exc}", file=sys.stderr)
-        return 1
+        return fail(str(exc), 1)
     except KeyboardInterrupt:
         bar.close()
-        print("lstm-train: interrupted; nothing was registered", file=sys.stderr)
-        return 130
+        return fail("interrupted; nothing was registered", 130)
     bar.close()
     summary = summarize(result)
     if args.report is not None:
         args.report.write_bytes(store.version_file(args.model, result.manifest.version, "report.png").read_bytes())
-    if args.json:
+    if machine:
+        JsonLines.emit("result", **summary, metrics=result.manifest.metrics)
+    elif args.json:
         print(json.dumps(summary))
     else:
         print(f"registered {summary['model']} version {summary['version']} in {store.root}")

@@ -37,7 +37,8 @@ class TrainConfig:
     def with_overrides(self, overrides: dict[str, Any]) -> TrainConfig:
         """A copy with `overrides` applied after checking each against its bounds."""
         check_params(overrides)
-        config = replace(self, **overrides)
+        # JSON gives 32.0 for 32: integer parameters are stored as int.
+        config = replace(self, **{name: BOUNDS[name].kind(value) for name, value in overrides.items()})
         if config.step_min > config.step_max:
             raise ParamError(f"step_min={config.step_min} must not exceed step_max={config.step_max}")
         return config

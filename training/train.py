@@ -18,19 +18,22 @@ from torch import nn
 
 import model_store
 from training.config import TrainConfig
-from training.data import random_sines, tutorial_data
+from training.data import Dataset, random_sines, tutorial_data
 from training.evaluate import WARMUP, evaluate
 from training.model import LSTMRegressor, ModelConfig
 from training.report import render
 
 Promote = Literal["never", "if_better", "always"]
 PROMOTE_CHOICES: tuple[Promote, ...] = ("never", "if_better", "always")
-# The metric that decides `if_better` (lower is better): the suite's worst case.
-SELECTION_METRIC = "worst_mse"
+# The metric that decides `if_better` (lower is better): the suite's worst case, or with the
+# user's own data, the MSE on its held-out part.
+SUITE_METRIC = "worst_mse"
+DATASET_METRIC = "dataset_test_mse"
 PARITY_TOLERANCE = 1e-6
 PARITY_SHAPES: tuple[tuple[int, int], ...] = ((1, 1), (7, 3), (64, 5), (500, 2))
 
 ProgressCallback = Callable[[int, int, float], None]  # (epoch, max_epochs, loss)
+Model = Callable[[torch.Tensor], torch.Tensor]
 
 
 class TrainingError(RuntimeError):
@@ -62,7 +65,11 @@ def _lr_at(config: TrainConfig, epoch: int) -> float:
 
 
 def fit(
-    model: nn.Module, config: TrainConfig, generator: torch.Generator, on_epoch: ProgressCallback | None = None
+    model: nn.Module,
+    config: TrainConfig,
+    generator: torch.Generator,
+    on_epoch: ProgressCallback | None = None,
+    dataset: Dataset | None = None,
 ) -> list[float]:
     """Train `model` in place; returns the loss of every epoch."""
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -73,7 +80,10 @@ def fit(
     for epoch in range(config.max_epochs):
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(config, epoch)
-        if config.preset == "tutorial":
+        if dataset is not None:
+            # The user's data, full batch like the tutorial; every sample counts (targets may be anything).
+            loss = nn.functional.mse_loss(model(dataset.train_x), dataset.train_y)
+        elif config.preset == "tutorial":
             # The tutorial's full batch: (20, 5, 1), every sample counted.
             loss = nn.functional.mse_loss(model(tutorial.train_x), tutorial.train_y)
         else:
@@ -117,10 +127,22 @@ def check_parity(eager: nn.Module, scripted: model_store.ScriptModule, input_siz
     return worst
 
 
+@torch.inference_mode()
+def score(model: Model, dataset: Dataset | None) -> tuple[str, float]:
+    """The selection metric of `model` (lower is better) and its name."""
+    if dataset is None:
+        return SUITE_METRIC, float(evaluate(model)[SUITE_METRIC])
+    return DATASET_METRIC, float(((model(dataset.test_x) - dataset.test_y) ** 2).mean())
+
+
 def decide_promotion(
-    store: model_store.ModelStore, name: str, metrics: dict[str, Any], policy: Promote
+    store: model_store.ModelStore, name: str, candidate: Model, dataset: Dataset | None, policy: Promote
 ) -> tuple[bool, str]:
-    """Whether to promote a model with `metrics`, and the numbers that decided it."""
+    """Whether to promote `candidate`, and the numbers that decided it.
+
+    `if_better` scores the serving version afresh on the same data as the candidate (the suite, or
+    the held-out part of the user's dataset), so the two numbers are always comparable.
+    """
     if policy == "never":
         return False, "promotion not requested"
     if policy == "always":
@@ -129,13 +151,30 @@ def decide_promotion(
         current = store.resolve(name)
     except model_store.ModelNotFoundError:
         return True, "no serving version yet"
-    incumbent = store.manifest(name, current).metrics.get(SELECTION_METRIC)
-    candidate = float(metrics[SELECTION_METRIC])
-    if incumbent is None:
-        return True, f"serving version {current} has no {SELECTION_METRIC}"
-    better = candidate <= float(incumbent)
+    try:
+        incumbent = store.load(name, current).module
+    except model_store.StoreError as exc:
+        return True, f"serving version {current} cannot be loaded ({exc})"
+    metric, new = score(candidate, dataset)
+    _, old = score(incumbent, dataset)
+    better = new <= old
     verdict = "not worse than" if better else "worse than"
-    return better, f"{SELECTION_METRIC} {candidate:.3g} is {verdict} serving version {current}'s {float(incumbent):.3g}"
+    return better, f"{metric} {new:.3g} is {verdict} serving version {current}'s {old:.3g} on the same data"
+
+
+def describe_data(config: TrainConfig, dataset: Dataset | None) -> dict[str, Any]:
+    """What the model was trained on, for the manifest."""
+    if dataset is not None:
+        return dataset.describe()
+    if config.preset == "tutorial":
+        return {"kind": "tutorial", "points": 200, "span": "[0, 12π]", "split": "first half trains, second tests"}
+    return {
+        "kind": "random_sines",
+        "step": f"log-uniform on [{config.step_min:g}, {config.step_max:g}] rad",
+        "phase": "uniform on [0, 2π)",
+        "lengths": [config.short_seq_len, config.seq_len],
+        "fresh_batch_every_epoch": True,
+    }
 
 
 def run(
@@ -144,15 +183,18 @@ def run(
     name: str = "lstm",
     promote: Promote = "never",
     on_epoch: ProgressCallback | None = None,
+    dataset: Dataset | None = None,
 ) -> TrainResult:
-    """Train, evaluate, export, check and publish one version of `name`."""
+    """Train, evaluate, export, check and publish one version of `name` (on `dataset` if given)."""
     model_store.check_name(name)
     started = time.monotonic()
     generator = _seed_everything(config.seed)
     model_config = ModelConfig(hidden_size=config.hidden_size, num_layers=config.num_layers)
     model = LSTMRegressor(model_config)
-    losses = fit(model, config, generator, on_epoch)
+    losses = fit(model, config, generator, on_epoch, dataset)
     metrics = evaluate(model)
+    if dataset is not None:
+        metrics[DATASET_METRIC] = score(model, dataset)[1]
     scripted = model_store.script(model)
     parity = check_parity(model, scripted, model_config.input_size, config.seed)
     seconds = time.monotonic() - started
@@ -160,18 +202,7 @@ def run(
         epochs=len(losses), final_loss=losses[-1], train_seconds=round(seconds, 2), parity_max_abs_diff=parity
     )
     report = render(scripted, losses, f"{name} ({config.preset}, seed {config.seed})")
-    data = (
-        {"kind": "tutorial", "points": 200, "span": "[0, 12π]", "split": "first half trains, second tests"}
-        if config.preset == "tutorial"
-        else {
-            "kind": "random_sines",
-            "step": f"log-uniform on [{config.step_min:g}, {config.step_max:g}] rad",
-            "phase": "uniform on [0, 2π)",
-            "lengths": [config.short_seq_len, config.seq_len],
-            "fresh_batch_every_epoch": True,
-        }
-    )
-    promoted, reason = decide_promotion(store, name, metrics, promote)
+    promoted, reason = decide_promotion(store, name, scripted, dataset, promote)
     manifest = store.save(
         name,
         scripted,
@@ -179,7 +210,7 @@ def run(
         outputs=(model_store.sequence_spec("output", model_config.output_size),),
         params=config.to_dict() | {"model": model_config.to_dict()},
         metrics=metrics,
-        data=data,
+        data=describe_data(config, dataset),
         extra_files={"report.png": report},
     )
     if promoted:
