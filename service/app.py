@@ -16,10 +16,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import model_store
 from service.config import Settings
 from service.errors import ServiceError, status_for
+from service.jobs import JobStore
 from service.metrics import MetricsMiddleware
 from service.predictor import Predictor
 from service.responses import error_response
-from service.routes import health, models, oip, predict
+from service.routes import health, models, oip, predict, train
 from service.runtime import Runtime
 
 log = logging.getLogger("service.app")
@@ -38,18 +39,31 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         _set_torch_threads(settings.torch_threads)
         store = model_store.ModelStore(settings.store_dir)
-        runtime = Runtime(settings=settings, store=store, predictor=Predictor(store, settings.version_cache))
+        runtime = Runtime(
+            settings=settings,
+            store=store,
+            predictor=Predictor(store, settings.version_cache),
+            jobs=await asyncio.to_thread(JobStore, settings.store_dir),
+        )
         await runtime.refresh()
         if not runtime.predictor.ready:
             log.warning(runtime.not_ready_message())
         app.state.runtime = runtime
-        poller = asyncio.create_task(runtime.poll(), name="store-poll")
+        runner = runtime.start_runner()
+        await runner.recover()
+        tasks = [
+            asyncio.create_task(runtime.poll(), name="store-poll"),
+            asyncio.create_task(runner.run_forever(), name="job-runner"),
+        ]
         try:
             yield
         finally:
-            poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await poller
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await runner.close()
             runtime.close()
 
     app = FastAPI(
@@ -60,6 +74,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(predict.router)
     app.include_router(oip.router)
     app.include_router(models.router)
+    app.include_router(train.router)
     app.include_router(health.router)
     app.add_exception_handler(ServiceError, _domain_error)
     app.add_exception_handler(model_store.StoreError, _domain_error)

@@ -41,6 +41,21 @@ class Settings(BaseSettings):
     )
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS; empty: CORS off")
     log_level: str = Field("info", description="log level of the service and uvicorn")
+    job_concurrency: int = Field(1, ge=1, le=16, description="training jobs that run at once (over all workers)")
+    job_queue_max: int = Field(16, ge=0, le=10_000, description="queued training jobs; POST /train answers 429 above")
+    job_time_limit: float = Field(
+        1800.0, gt=0, le=7 * 86_400, description="seconds a training job may run before it is stopped as failed"
+    )
+    job_torch_threads: int = Field(1, ge=1, le=256, description="torch threads of each training process")
+    job_nice: int = Field(10, ge=0, le=19, description="CPU niceness of training processes (serving stays first)")
+    job_poll_interval: float = Field(0.5, gt=0, le=60, description="seconds between job-runner checks")
+    job_heartbeat_timeout: float = Field(
+        15.0, gt=0, description="a running job whose runner is silent this long is marked failed"
+    )
+    max_dataset_elements: int = Field(
+        1_000_000, ge=1, description="largest inline training dataset (inputs elements; 413 above)"
+    )
+    max_sse_clients: int = Field(64, ge=0, description="concurrent GET /train/{id}/events streams (429 above)")
     metrics_dir: Path | None = Field(
         None, description="prometheus multiprocess folder; lstm-serve sets one when --workers > 1"
     )

@@ -17,6 +17,10 @@ class PayloadTooLargeError(ServiceError):
     """A body or tensor over a configured limit."""
 
 
+class NotFoundError(ServiceError, LookupError):
+    """A resource of the service's own (e.g. a training job) that does not exist."""
+
+
 class NotReadyError(ServiceError):
     """No model is loaded yet (e.g. an empty store)."""
 
@@ -41,6 +45,7 @@ class BusyError(ServiceError):
 STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (InvalidInputError, 422),
     (PayloadTooLargeError, 413),
+    (NotFoundError, 404),
     (NotReadyError, 503),
     (UnauthorizedError, 401),
     (ForbiddenError, 403),

@@ -44,6 +44,7 @@ SERVED_VERSION = Gauge(
     "lstm_served_version", "version each worker serves, per model", ["model"], multiprocess_mode="liveall"
 )
 LOAD_FAILURES = Counter("lstm_model_load_failures_total", "versions refused at load (hash or format)", ["model"])
+JOBS = Gauge("lstm_training_jobs", "training jobs by state", ["state"], multiprocess_mode="mostrecent")
 SWAPS = Counter("lstm_model_swaps_total", "times a worker switched the version it serves", ["model"])
 
 

@@ -14,6 +14,8 @@ import model_store
 from service import metrics
 from service.config import Settings
 from service.errors import NotReadyError
+from service.job_runner import JobRunner, RunnerSettings
+from service.jobs import JobStore
 from service.predictor import Predictor, ServedModel
 
 log = logging.getLogger("service.runtime")
@@ -25,9 +27,37 @@ class Runtime:
     settings: Settings
     store: model_store.ModelStore
     predictor: Predictor
+    jobs: JobStore
     # One thread: torch already uses `torch_threads` inside a forward; more threads would only
     # make large requests contend with each other.
     executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "inference"))
+    runner: JobRunner | None = None
+    sse_clients: int = 0
+
+    def start_runner(self) -> JobRunner:
+        settings = self.settings
+        self.runner = JobRunner(
+            jobs=self.jobs,
+            store_dir=settings.store_dir,
+            settings=RunnerSettings(
+                concurrency=settings.job_concurrency,
+                time_limit=settings.job_time_limit,
+                poll_interval=settings.job_poll_interval,
+                heartbeat_timeout=settings.job_heartbeat_timeout,
+                torch_threads=settings.job_torch_threads,
+                nice=settings.job_nice,
+            ),
+            on_success=self.refresh,
+        )
+        return self.runner
+
+    def wake_runner(self) -> None:
+        if self.runner is not None:
+            self.runner.wake()
+
+    def publish_jobs(self) -> None:
+        for state, count in self.jobs.counts().items():
+            metrics.JOBS.labels(state).set(count)
 
     def not_ready_message(self) -> str:
         return (

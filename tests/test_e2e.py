@@ -167,3 +167,73 @@ def test_tritonclient_works_unchanged(two_workers: Server) -> None:
     with pytest.raises(Exception, match="not found"):
         client.infer("nope", [infer_input])
     client.close()
+
+
+TINY_PARAMS = {"hidden_size": 6, "num_layers": 1, "batch_size": 8, "seq_len": 16, "short_batch_size": 8}
+
+
+def wait_job(url: str, job_id: str, until: tuple[str, ...], timeout: float = 120) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job: dict[str, object] = httpx.get(f"{url}/train/{job_id}", timeout=10).json()
+        progress = job["progress"]
+        assert isinstance(progress, dict)
+        if job["status"] in until and (job["status"] != "running" or progress["epoch"] > 0):
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} never reached {until}")
+
+
+def test_kill_9_during_a_job_then_restart_marks_it_failed_and_keeps_the_store(
+    two_versions: model_store.ModelStore, tmp_path: Path
+) -> None:
+    server = start_server(two_versions.root, tmp_path / "serve.log", LSTM_JOB_POLL_INTERVAL="0.1")
+    body = {"params": TINY_PARAMS | {"max_epochs": 100_000}, "promote": "always"}
+    job = httpx.post(f"{server.url}/train", json=body, timeout=10).json()
+    wait_job(server.url, job["id"], ("running",))
+    server.process.kill()  # kill -9: no shutdown code runs
+    server.process.wait()
+    deadline = time.monotonic() + 5  # the training child notices its parent is gone and exits
+    while time.monotonic() < deadline and any(
+        str(two_versions.root).encode() in (p / "cmdline").read_bytes()
+        for p in Path("/proc").iterdir()
+        if p.name.isdigit() and (p / "cmdline").exists()
+    ):
+        time.sleep(0.1)
+    restarted = start_server(two_versions.root, tmp_path / "serve2.log")
+    try:
+        shown = httpx.get(f"{restarted.url}/train/{job['id']}").json()
+        assert shown["status"] == "failed" and "stopped before it finished" in shown["error"]
+        assert two_versions.versions("lstm") == [1, 2]
+        assert not [p for p in (two_versions.root / "lstm").iterdir() if p.name.startswith(".staging")]
+        for version in (1, 2):
+            two_versions.load("lstm", version)
+        assert httpx.post(f"{restarted.url}/predict", json={"inputs": [[[0.5]]]}).json()["version"] == 2
+    finally:
+        stop(restarted)
+
+
+def test_two_workers_run_one_job_exactly_once_and_agree_on_it(
+    two_versions: model_store.ModelStore, tmp_path: Path
+) -> None:
+    server = start_server(two_versions.root, tmp_path / "serve.log", workers=2, LSTM_JOB_POLL_INTERVAL="0.1")
+    try:
+        body = {"params": TINY_PARAMS | {"max_epochs": 40}, "promote": "always"}
+        job = httpx.post(f"{server.url}/train", json=body, timeout=10).json()
+        done = wait_job(server.url, job["id"], ("succeeded", "failed"))
+        assert done["status"] == "succeeded", done
+        assert two_versions.versions("lstm") == [1, 2, 3]  # one new version, not two
+        answers = {
+            httpx.get(f"{server.url}/train/{job['id']}", headers={"connection": "close"}).text for _ in range(20)
+        }
+        assert len(answers) == 1
+        time.sleep(2.0)  # every worker follows a promotion within 2 s
+        late = {
+            httpx.post(f"{server.url}/predict", json={"inputs": [[[0.5]]]}, headers={"connection": "close"}).json()[
+                "version"
+            ]
+            for _ in range(20)
+        }
+        assert late == {3}
+    finally:
+        stop(server)

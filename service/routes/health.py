@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anyio.to_thread
 from fastapi import APIRouter, Response
 
 from service import metrics
@@ -27,7 +28,8 @@ async def readyz(runtime: RuntimeDep) -> Response:
 
 
 @router.get("/metrics")
-async def prometheus_metrics() -> Response:
-    """Prometheus text: requests and latencies per route and status, batch sizes, served versions."""
+async def prometheus_metrics(runtime: RuntimeDep) -> Response:
+    """Prometheus text: requests and latencies per route and status, batch sizes, served versions, jobs."""
+    await anyio.to_thread.run_sync(runtime.publish_jobs)
     runtime_text, content_type = metrics.render()
     return Response(runtime_text, media_type=content_type)

@@ -1,0 +1,208 @@
+"""The training-job runner: claims queued jobs and runs each in its own lstm-train process.
+
+Training never runs on the serving event loop or in its threads: every job is a child process
+(`python -m training ... --progress-jsonl`) at a lower CPU priority with its own thread count.
+The runner of each worker claims jobs through the JobStore, so with several workers a job runs
+exactly once and the global concurrency limit holds. The child exits with its parent, so a
+killed service leaves no training behind, and it registers its version only after every check
+has passed, so a cancelled or killed job never leaves a partial version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+
+from service.jobs import CANCELLED, FAILED, SUCCEEDED, Job, JobStore, this_owner
+
+log = logging.getLogger("service.jobs")
+STDERR_TAIL = 2000  # characters of the child's stderr kept in a failed job's error
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    concurrency: int
+    time_limit: float
+    poll_interval: float
+    heartbeat_timeout: float
+    torch_threads: int
+    nice: int
+
+
+def training_command(job: Job, store_dir: Path, torch_threads: int, dataset_path: Path | None) -> list[str]:
+    """The lstm-train invocation for `job` (flags only: the child's environment holds no LSTM_ settings)."""
+    command = [
+        sys.executable,
+        "-m",
+        "training",
+        "--store",
+        str(store_dir),
+        "--model",
+        job.model,
+        "--preset",
+        job.preset,
+        "--promote",
+        job.promote,
+        "--progress-jsonl",
+        "--exit-with-parent",
+        "--torch-threads",
+        str(torch_threads),
+    ]
+    for name, value in job.params.items():
+        command += [f"--{name.replace('_', '-')}", repr(value) if isinstance(value, float) else str(value)]
+    if dataset_path is not None:
+        command += ["--dataset", str(dataset_path)]
+    return command
+
+
+@dataclass
+class JobRunner:
+    """Runs in every serving process: claims jobs, supervises their processes, records what happened."""
+
+    jobs: JobStore
+    store_dir: Path
+    settings: RunnerSettings
+    on_success: Callable[[], Awaitable[None]]
+    owner: str = field(default_factory=this_owner)
+    _running: dict[str, asyncio.subprocess.Process] = field(default_factory=dict)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _closing: bool = False
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def wake(self) -> None:
+        """Look for work now rather than at the next poll (a job was just queued or cancelled)."""
+        self._wake.set()
+
+    async def recover(self) -> None:
+        """At start-up: jobs left running by a process that died become failed, before any request is answered."""
+        failed = await anyio.to_thread.run_sync(self.jobs.fail_orphans, self.settings.heartbeat_timeout)
+        for job_id in failed:
+            log.warning("job %s was running when its service stopped; marked failed", job_id)
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except Exception:  # the runner must outlive a bad tick (e.g. a locked database)
+                log.exception("job runner tick failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
+            self._wake.clear()
+
+    async def tick(self) -> None:
+        cancel = await anyio.to_thread.run_sync(self.jobs.heartbeat, self.owner)
+        for job_id in cancel:
+            process = self._running.get(job_id)
+            if process is not None and process.returncode is None:
+                log.info("cancelling job %s (pid %s)", job_id, process.pid)
+                process.send_signal(signal.SIGKILL)
+        await anyio.to_thread.run_sync(self.jobs.fail_orphans, self.settings.heartbeat_timeout)
+        while len(self._running) < self.settings.concurrency:
+            job = await anyio.to_thread.run_sync(self.jobs.claim, self.owner, self.settings.concurrency)
+            if job is None:
+                break
+            task = asyncio.create_task(self.execute(job), name=f"job-{job.id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            await asyncio.sleep(0)  # let execute() register its process before claiming again
+
+    async def execute(self, job: Job) -> None:
+        """Run one claimed job to its end and record the outcome."""
+        job_dir = self.jobs.job_dir(job.id)
+        job_dir.mkdir(parents=True, exist_ok=True)
+        dataset = job_dir / "dataset.npz"
+        command = training_command(
+            job, self.store_dir, self.settings.torch_threads, dataset if dataset.exists() else None
+        )
+        environment = {key: value for key, value in os.environ.items() if not key.startswith("LSTM_")}
+        environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        result: dict[str, Any] | None = None
+        error: str | None = None
+        stderr_path = job_dir / "train.log"
+        try:
+            with open(stderr_path, "wb") as stderr:
+                process = await asyncio.create_subprocess_exec(
+                    "nice", "-n", str(self.settings.nice), *command,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=stderr,
+                    env=environment,
+                )  # fmt: skip
+                self._running[job.id] = process
+                log.info("job %s started (pid %s)", job.id, process.pid)
+                try:
+                    result, error = await asyncio.wait_for(self._follow(job, process), self.settings.time_limit)
+                except TimeoutError:
+                    process.kill()
+                    error = f"the job exceeded its time limit of {self.settings.time_limit:g} s and was stopped"
+                await process.wait()
+        except OSError as exc:
+            error = f"could not start the training process: {exc}"
+        finally:
+            self._running.pop(job.id, None)
+        if result is not None:
+            status = SUCCEEDED
+        elif (await anyio.to_thread.run_sync(self.jobs.get, job.id)).cancel_requested:
+            status, error = CANCELLED, "cancelled while running; nothing was registered"
+        elif self._closing:
+            status, error = FAILED, "the service was stopped while the job ran; nothing was registered"
+        else:
+            status = FAILED
+            if error is None:
+                tail = stderr_path.read_text(errors="replace")[-STDERR_TAIL:].strip()
+                error = f"training exited with status {process.returncode}: {tail or 'no output'}"
+        await anyio.to_thread.run_sync(lambda: self.jobs.finish(job.id, status, result=result, error=error))
+        log.info("job %s %s", job.id, status)
+        if status == SUCCEEDED:
+            await self.on_success()
+
+    async def _follow(self, job: Job, process: asyncio.subprocess.Process) -> tuple[dict[str, Any] | None, str | None]:
+        """Read the child's JSON lines until it exits: progress into the database, then its result or error."""
+        assert process.stdout is not None
+        result: dict[str, Any] | None = None
+        error: str | None = None
+        async for raw in process.stdout:
+            try:
+                event = json.loads(raw)
+            except ValueError:
+                continue
+            kind = event.pop("event", None)
+            if kind == "progress":
+                await anyio.to_thread.run_sync(
+                    self.jobs.progress, job.id, int(event["epoch"]), int(event["max_epochs"]), float(event["loss"])
+                )
+            elif kind == "result":
+                result = {
+                    "model": event["model"],
+                    "version": event["version"],
+                    "metrics": event["metrics"],
+                    "promoted": event["promoted"],
+                    "promotion_reason": event["promotion_reason"],
+                }
+            elif kind == "error":
+                error = str(event.get("message"))
+        await process.wait()
+        if process.returncode != 0:
+            result = None  # a result line followed by a failure exit cannot be trusted
+        return result, error
+
+    async def close(self) -> None:
+        """Stop supervising: kill our children (their jobs become failed) and wait for the records."""
+        self._closing = True
+        for process in list(self._running.values()):
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+        deadline = time.monotonic() + 10
+        while self._tasks and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)

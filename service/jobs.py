@@ -1,0 +1,333 @@
+"""Training-job state in SQLite (WAL) inside the store folder: shared by every worker, kept across restarts.
+
+Each call opens its own short connection, so any thread or process may use a JobStore. State
+changes that must not race (queue admission, claiming a job, cancelling) run in BEGIN
+IMMEDIATE transactions: SQLite then lets one writer at a time through, across processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from service.errors import BusyError, ConflictError, NotFoundError
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
+STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
+FINISHED = (SUCCEEDED, FAILED, CANCELLED)
+JOBS_DIR = ".jobs"  # inside the store; a leading dot keeps it out of the model listing
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    model TEXT NOT NULL,
+    preset TEXT NOT NULL,
+    promote TEXT NOT NULL,
+    params TEXT NOT NULL,
+    dataset TEXT,
+    epoch INTEGER NOT NULL DEFAULT 0,
+    max_epochs INTEGER NOT NULL,
+    loss REAL,
+    result TEXT,
+    error TEXT,
+    owner TEXT,
+    heartbeat_at REAL,
+    cancel_requested INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
+"""
+
+
+class JobNotFoundError(NotFoundError):
+    """No job with that id."""
+
+
+def _iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
+
+
+def this_owner() -> str:
+    """Who runs a job: host and pid, so a restarted service can tell its dead predecessors' jobs."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_is_dead(owner: str | None) -> bool:
+    """True when `owner` is a process on this host that no longer exists."""
+    if not owner:
+        return True
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another host: only its heartbeat can tell
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+@dataclass(frozen=True)
+class Job:
+    """One row of the jobs table."""
+
+    id: str
+    status: str
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    model: str
+    preset: str
+    promote: str
+    params: dict[str, Any]
+    dataset: dict[str, Any] | None
+    epoch: int
+    max_epochs: int
+    loss: float | None
+    result: dict[str, Any] | None
+    error: str | None
+    owner: str | None
+    cancel_requested: bool
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Job:
+        return cls(
+            id=row["id"],
+            status=row["status"],
+            created_at=row["created_at"],
+            started_at=row["started_at"],
+            finished_at=row["finished_at"],
+            model=row["model"],
+            preset=row["preset"],
+            promote=row["promote"],
+            params=json.loads(row["params"]),
+            dataset=None if row["dataset"] is None else json.loads(row["dataset"]),
+            epoch=row["epoch"],
+            max_epochs=row["max_epochs"],
+            loss=row["loss"],
+            result=None if row["result"] is None else json.loads(row["result"]),
+            error=row["error"],
+            owner=row["owner"],
+            cancel_requested=bool(row["cancel_requested"]),
+        )
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    def public(self) -> dict[str, Any]:
+        """The job as the API shows it."""
+        shown: dict[str, Any] = {
+            "id": self.id,
+            "status": self.status,
+            "created_at": _iso(self.created_at),
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+            "model": self.model,
+            "preset": self.preset,
+            "promote": self.promote,
+            "params": self.params,
+            "progress": {"epoch": self.epoch, "max_epochs": self.max_epochs, "loss": self.loss},
+        }
+        if self.dataset is not None:
+            shown["dataset"] = self.dataset
+        if self.result is not None:
+            shown["result"] = self.result
+        if self.error is not None:
+            shown["error"] = self.error
+        return shown
+
+
+class JobStore:
+    """The jobs table of one store folder."""
+
+    def __init__(self, store_dir: str | os.PathLike[str]) -> None:
+        self.dir = Path(store_dir) / JOBS_DIR
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.dir / "jobs.sqlite3"
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(SCHEMA)
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
+        try:
+            yield db
+        finally:
+            db.close()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.dir / job_id
+
+    def create(
+        self,
+        *,
+        model: str,
+        preset: str,
+        promote: str,
+        params: dict[str, Any],
+        max_epochs: int,
+        queue_max: int,
+        dataset: dict[str, Any] | None = None,
+        job_id: str | None = None,
+    ) -> Job:
+        """Queue a job, or raise BusyError when `queue_max` jobs are already waiting."""
+        job_id = job_id or uuid.uuid4().hex
+        with self._write() as db:
+            waiting = db.execute("SELECT COUNT(*) FROM jobs WHERE status = ?", (QUEUED,)).fetchone()[0]
+            if waiting >= queue_max:
+                raise BusyError(f"the training queue is full ({waiting} jobs waiting); try again later")
+            seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
+            db.execute(
+                "INSERT INTO jobs (id, seq, status, created_at, model, preset, promote, params, dataset, max_epochs)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job_id,
+                    seq,
+                    QUEUED,
+                    time.time(),
+                    model,
+                    preset,
+                    promote,
+                    json.dumps(params),
+                    None if dataset is None else json.dumps(dataset),
+                    max_epochs,
+                ),
+            )
+        return self.get(job_id)
+
+    def get(self, job_id: str) -> Job:
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFoundError(f"training job {job_id!r} not found")
+        return Job.from_row(row)
+
+    def page(self, limit: int, offset: int) -> tuple[list[Job], int]:
+        """A page of jobs, newest first, and the total count."""
+        with self._connect() as db:
+            rows = db.execute("SELECT * FROM jobs ORDER BY seq DESC LIMIT ? OFFSET ?", (limit, offset)).fetchall()
+            total = db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
+        return [Job.from_row(row) for row in rows], total
+
+    def counts(self) -> dict[str, int]:
+        with self._connect() as db:
+            rows = db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
+        found = dict.fromkeys(STATES, 0)
+        found.update({row[0]: row[1] for row in rows})
+        return found
+
+    def claim(self, owner: str, concurrency: int) -> Job | None:
+        """Take the oldest queued job for `owner` if fewer than `concurrency` jobs run anywhere."""
+        with self._write() as db:
+            running = db.execute("SELECT COUNT(*) FROM jobs WHERE status = ?", (RUNNING,)).fetchone()[0]
+            if running >= concurrency:
+                return None
+            row = db.execute("SELECT id FROM jobs WHERE status = ? ORDER BY seq LIMIT 1", (QUEUED,)).fetchone()
+            if row is None:
+                return None
+            now = time.time()
+            db.execute(
+                "UPDATE jobs SET status = ?, started_at = ?, owner = ?, heartbeat_at = ? WHERE id = ?",
+                (RUNNING, now, owner, now, row["id"]),
+            )
+        return self.get(row["id"])
+
+    def heartbeat(self, owner: str) -> list[str]:
+        """Mark `owner`'s running jobs alive; returns the ids whose cancellation was requested."""
+        with self._write() as db:
+            db.execute("UPDATE jobs SET heartbeat_at = ? WHERE owner = ? AND status = ?", (time.time(), owner, RUNNING))
+            rows = db.execute(
+                "SELECT id FROM jobs WHERE owner = ? AND status = ? AND cancel_requested = 1", (owner, RUNNING)
+            ).fetchall()
+        return [row["id"] for row in rows]
+
+    def progress(self, job_id: str, epoch: int, max_epochs: int, loss: float) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE jobs SET epoch = ?, max_epochs = ?, loss = ? WHERE id = ? AND status = ?",
+                (epoch, max_epochs, loss, job_id, RUNNING),
+            )
+
+    def finish(
+        self, job_id: str, status: str, *, result: dict[str, Any] | None = None, error: str | None = None
+    ) -> Job:
+        """Record how a running job ended (only a running job can end)."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE jobs SET status = ?, finished_at = ?, result = ?, error = ? WHERE id = ? AND status = ?",
+                (status, time.time(), None if result is None else json.dumps(result), error, job_id, RUNNING),
+            )
+        return self.get(job_id)
+
+    def request_cancel(self, job_id: str) -> Job:
+        """Cancel a queued job at once, or ask the runner of a running one to stop it; 409 once finished."""
+        with self._write() as db:
+            row = db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise JobNotFoundError(f"training job {job_id!r} not found")
+            status = row["status"]
+            if status in FINISHED:
+                raise ConflictError(f"training job {job_id} has already finished ({status}); nothing to cancel")
+            if status == QUEUED:
+                db.execute(
+                    "UPDATE jobs SET status = ?, finished_at = ?, error = ? WHERE id = ?",
+                    (CANCELLED, time.time(), "cancelled before it started", job_id),
+                )
+            else:
+                db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
+        return self.get(job_id)
+
+    def fail_orphans(self, heartbeat_timeout: float) -> list[str]:
+        """Jobs left running by a process that died become failed, with the reason."""
+        now = time.time()
+        failed = []
+        with self._write() as db:
+            rows = db.execute("SELECT id, owner, heartbeat_at FROM jobs WHERE status = ?", (RUNNING,)).fetchall()
+            for row in rows:
+                stale = row["heartbeat_at"] is None or now - row["heartbeat_at"] > heartbeat_timeout
+                if owner_is_dead(row["owner"]) or stale:
+                    db.execute(
+                        "UPDATE jobs SET status = ?, finished_at = ?, error = ? WHERE id = ? AND status = ?",
+                        (
+                            FAILED,
+                            now,
+                            f"the service process running this job ({row['owner']}) stopped before it finished; "
+                            "nothing was registered",
+                            row["id"],
+                            RUNNING,
+                        ),
+                    )
+                    failed.append(row["id"])
+        return failed
