@@ -64,7 +64,7 @@ def create_app(settings: Settings) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await runner.close()
-            runtime.close()
+            await runtime.close()
 
     app = FastAPI(
         title="lstm-service",

@@ -30,6 +30,14 @@ class Settings(BaseSettings):
     inline_max_elements: int = Field(
         4096, ge=0, description="requests up to this many elements run on the event loop; larger ones in a thread"
     )
+    batching: bool = Field(True, description="dynamic batching of small concurrent requests (see docs/benchmarks.md)")
+    batch_max_size: int = Field(256, ge=1, le=65_536, description="most sequences (batch columns) in one forward pass")
+    batch_max_wait_ms: float = Field(
+        0.0, ge=0, le=1000, description="how long a batch may wait for more requests; 0: batch only what is queued"
+    )
+    batch_max_elements: int = Field(
+        16_384, ge=0, description="requests with more elements skip batching and run alone in the inference thread"
+    )
     poll_interval: float = Field(
         0.5, gt=0, le=60, description="seconds between checks of the store for alias changes and new models"
     )

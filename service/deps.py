@@ -12,7 +12,8 @@ from service.errors import ForbiddenError, UnauthorizedError
 from service.runtime import Runtime
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
+    # async on purpose: FastAPI runs plain-def dependencies in a thread pool, one hop per request.
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -29,7 +30,7 @@ def _is_loopback(host: str | None) -> bool:
         return False
 
 
-def require_admin(request: Request, runtime: RuntimeDep) -> None:
+async def require_admin(request: Request, runtime: RuntimeDep) -> None:
     """Training and store changes: a bearer token when one is configured, else loopback clients only."""
     token = runtime.settings.api_token
     if token is None:

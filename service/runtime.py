@@ -12,6 +12,7 @@ import numpy as np
 
 import model_store
 from service import metrics
+from service.batching import Batcher
 from service.config import Settings
 from service.errors import NotReadyError
 from service.job_runner import JobRunner, RunnerSettings
@@ -32,7 +33,20 @@ class Runtime:
     # make large requests contend with each other.
     executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "inference"))
     runner: JobRunner | None = None
+    batcher: Batcher | None = None
     sse_clients: int = 0
+
+    def __post_init__(self) -> None:
+        if self.settings.batching:
+            self.batcher = Batcher(
+                self._forward_in_thread,
+                max_batch=self.settings.batch_max_size,
+                max_wait=self.settings.batch_max_wait_ms / 1000,
+                on_batch=lambda name, size: metrics.BATCH_SIZE.labels(name).observe(size),
+            )
+
+    async def _forward_in_thread(self, served: ServedModel, x: np.ndarray) -> np.ndarray:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, served, x)
 
     def start_runner(self) -> JobRunner:
         settings = self.settings
@@ -77,11 +91,16 @@ class Runtime:
         return await anyio.to_thread.run_sync(self.predictor.load_version, name, found)
 
     async def infer(self, served: ServedModel, x: np.ndarray) -> np.ndarray:
-        """Run one forward; tiny requests inline (a thread hop costs more than they do)."""
+        """Run the model on one request: batched with others when small, else alone.
+
+        Without batching, tiny requests run inline: a thread hop costs more than they do.
+        """
+        if self.batcher is not None and x.size <= self.settings.batch_max_elements:
+            return await self.batcher.submit(served, x)  # the batcher records the batch size
         if x.size <= self.settings.inline_max_elements:
             output = served(x)
         else:
-            output = await asyncio.get_running_loop().run_in_executor(self.executor, served, x)
+            output = await self._forward_in_thread(served, x)
         metrics.BATCH_SIZE.labels(served.name).observe(x.shape[1])
         return output
 
@@ -109,5 +128,7 @@ class Runtime:
             except Exception:  # a broken store must not stop the poller for good
                 log.exception("store poll failed")
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        if self.batcher is not None:
+            await self.batcher.close()
         self.executor.shutdown(wait=True)
