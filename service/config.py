@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -67,3 +67,11 @@ class Settings(BaseSettings):
     metrics_dir: Path | None = Field(
         None, description="prometheus multiprocess folder; lstm-serve sets one when --workers > 1"
     )
+
+    @field_validator("api_token")
+    @classmethod
+    def _token_not_empty(cls, token: SecretStr | None) -> SecretStr | None:
+        # An empty token would match nobody and silently lock management for everyone.
+        if token is not None and not token.get_secret_value().strip():
+            raise ValueError("LSTM_API_TOKEN is set but empty; unset it (loopback-only management) or set a secret")
+        return token

@@ -8,6 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 import model_store
+from service import Settings
 from tests.conftest import LOOPBACK, REMOTE, make_client, save_tiny
 
 
@@ -165,3 +166,8 @@ def test_token_rule_applies_to_every_client(
         with make_client(served_store, client=address, api_token="s3cret-token") as client:
             response = client.put("/models/lstm/aliases/production", json={"version": 1}, headers=headers)
             assert response.status_code == status, (address, response.text)
+
+
+def test_an_empty_token_is_refused_at_start() -> None:
+    with pytest.raises(ValueError, match="set but empty"):
+        Settings(api_token=" ")

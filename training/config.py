@@ -29,7 +29,7 @@ class TrainConfig:
     step_min: float = 0.04
     step_max: float = 1.05
     grad_clip: float = 1.0
-    time_limit: float = 600.0
+    time_limit: float = 3600.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
