@@ -40,7 +40,7 @@ from model_store.errors import (
     VersionNotFoundError,
 )
 from model_store.manifest import CHECKPOINT_FILE, MANIFEST_FILE, Manifest, TensorSpec
-from model_store.names import check_name, check_version
+from model_store.names import MAX_VERSION, check_name, check_version
 
 PRODUCTION = "production"
 ALIASES_FILE = "aliases.json"
@@ -65,6 +65,20 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _is_number(text: str) -> bool:
+    """A version number's digits: ASCII only (str.isdigit() accepts '²', which int() refuses) and at most 10."""
+    return text.isascii() and text.isdigit() and len(text) <= len(str(MAX_VERSION))
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -84,6 +98,7 @@ def _replace_file(path: Path, data: bytes) -> None:
     """Replace `path` atomically: readers see the old bytes or the new, never a mix."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; readers of a shared store need what open() gives
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -140,7 +155,7 @@ class ModelStore:
             return []
         found = []
         for entry in versions_dir.iterdir():
-            if entry.name.isdigit() and not entry.name.startswith("0") and (entry / MANIFEST_FILE).is_file():
+            if _is_number(entry.name) and not entry.name.startswith("0") and (entry / MANIFEST_FILE).is_file():
                 found.append(int(entry.name))
         return sorted(found)
 
@@ -180,7 +195,7 @@ class ModelStore:
             raise ModelNotFoundError(f"model {name!r} not found")
         if ref is None:
             return self.aliases(name).get(PRODUCTION, versions[-1])
-        if isinstance(ref, int) or ref.isdigit():
+        if isinstance(ref, int) or _is_number(ref):
             version = check_version(int(ref))
             if version not in versions:
                 raise VersionNotFoundError(f"model {name!r} has no version {version}; it has {versions}")
@@ -257,9 +272,12 @@ class ModelStore:
                 )
                 _write_file(staging / MANIFEST_FILE, manifest.to_json())
                 _fsync_dir(staging)
+                # The counter before the rename: on a full disk it fails with nothing published (written after,
+                # its ENOSPC reported a failed save of a version that was in the store). A failed rename only
+                # skips the number.
+                _replace_file(model_dir / COUNTER_FILE, f"{version + 1}\n".encode())
                 os.rename(staging, model_dir / "versions" / str(version))
                 _fsync_dir(model_dir / "versions")
-                _replace_file(model_dir / COUNTER_FILE, f"{version + 1}\n".encode())
             return manifest
         finally:
             if staging.exists():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import reprlib
 import socket
 import sqlite3
 import time
@@ -26,6 +27,8 @@ QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded"
 STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
 FINISHED = (SUCCEEDED, FAILED, CANCELLED)
 JOBS_DIR = ".jobs"  # inside the store; a leading dot keeps it out of the model listing
+_shown = reprlib.Repr()  # ids come from URLs: a 60 kB one must not come back whole in the 404
+_shown.maxstring = 80
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -231,7 +234,7 @@ class JobStore:
         with self._connect() as db:
             row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
-            raise JobNotFoundError(f"training job {job_id!r} not found")
+            raise JobNotFoundError(f"training job {_shown.repr(job_id)} not found")
         return Job.from_row(row)
 
     def page(self, limit: int, offset: int) -> tuple[list[Job], int]:
@@ -296,7 +299,7 @@ class JobStore:
         with self._write() as db:
             row = db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
-                raise JobNotFoundError(f"training job {job_id!r} not found")
+                raise JobNotFoundError(f"training job {_shown.repr(job_id)} not found")
             status = row["status"]
             if status in FINISHED:
                 raise ConflictError(f"training job {job_id} has already finished ({status}); nothing to cancel")

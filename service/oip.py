@@ -24,6 +24,7 @@ _DTYPES: Final[dict[str, np.dtype[Any]]] = {"FP32": np.dtype("<f4"), "FP64": np.
 _ACCEPTED_DATATYPES: Final = " or ".join(_DTYPES)
 _UNSUPPORTED_PARAMETERS: Final = ("shared_memory_region", "classification")
 _HEADER_LENGTH_PATTERN: Final = re.compile(r"\s*(-?[0-9]{1,19})\s*")
+MAX_NAME_CHARS: Final = 256
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: comparing ndarrays with == is elementwise, not a bool
@@ -72,6 +73,8 @@ def decode_infer_request(body: bytes, header_length: int | None, *, input_size: 
     name = spec.get("name")
     if not isinstance(name, str):
         raise InvalidInputError(f"input 'name' is {json_kind(name)} but a string was expected")
+    if len(name) > MAX_NAME_CHARS:  # it is quoted in every later message: keep those small
+        raise InvalidInputError(f"input 'name' has {len(name)} characters but at most {MAX_NAME_CHARS} were expected")
     datatype = spec.get("datatype")
     if not isinstance(datatype, str) or datatype not in _DTYPES:
         raise InvalidInputError(f"input {name!r} datatype is {_shown(datatype)} but {_ACCEPTED_DATATYPES} was expected")

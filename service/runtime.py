@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import anyio.to_thread
 import numpy as np
+import torch
 
 import model_store
 from service import metrics
@@ -29,14 +30,18 @@ class Runtime:
     store: model_store.ModelStore
     predictor: Predictor
     jobs: JobStore
-    # One thread: torch already uses `torch_threads` inside a forward; more threads would only
-    # make large requests contend with each other.
-    executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "inference"))
+    executor: ThreadPoolExecutor = field(init=False)
     runner: JobRunner | None = None
     batcher: Batcher | None = None
     sse_clients: int = 0
 
     def __post_init__(self) -> None:
+        # One thread: torch already uses `torch_threads` inside a forward; more threads would only
+        # make large requests contend. torch's thread count is per OS thread, so the inference
+        # thread sets its own (otherwise it gets an OpenMP team that busy-waits on a second core).
+        self.executor = ThreadPoolExecutor(
+            1, "inference", initializer=torch.set_num_threads, initargs=(self.settings.torch_threads,)
+        )
         if self.settings.batching:
             self.batcher = Batcher(
                 self._forward_in_thread,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import anyio.to_thread
 from fastapi import APIRouter, Response
+from fastapi.responses import PlainTextResponse
 
 from service import metrics
 from service.deps import RuntimeDep
@@ -27,7 +28,7 @@ async def readyz(runtime: RuntimeDep) -> Response:
     return json_response({"status": "ready", "serving": serving})
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 async def prometheus_metrics(runtime: RuntimeDep) -> Response:
     """Prometheus text: requests and latencies per route and status, batch sizes, served versions, jobs."""
     await anyio.to_thread.run_sync(runtime.publish_jobs)

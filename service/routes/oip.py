@@ -15,6 +15,7 @@ from service.oip import HEADER_LENGTH_HEADER, decode_infer_request, encode_infer
 from service.predictor import ServedModel
 from service.responses import json_response
 from service.runtime import Runtime
+from service.tensors import brief
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol"])
 EXTENSIONS = ["binary_tensor_data"]
@@ -67,8 +68,8 @@ def _server_version() -> str:
 def _parse_version(raw: str | None) -> int | None:
     if raw is None:
         return None
-    if not raw.isdigit():
-        raise InvalidInputError(f"model version {raw!r} is not a positive integer")
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > len(str(model_store.MAX_VERSION)):
+        raise InvalidInputError(f"model version {brief(raw)} is not a positive integer")
     return model_store.check_version(int(raw))
 
 

@@ -12,6 +12,7 @@ import orjson
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.background import BackgroundTask
 
 import model_store
 from service.body import read_body
@@ -128,7 +129,7 @@ async def submit(request: Request, runtime: RuntimeDep) -> Response:
 async def list_jobs(
     runtime: RuntimeDep,
     limit: int = Query(20, ge=1, le=200, description="jobs per page"),
-    offset: int = Query(0, ge=0, description="jobs to skip"),
+    offset: int = Query(0, ge=0, le=2**31 - 1, description="jobs to skip"),
 ) -> dict[str, Any]:
     """Jobs, newest first, a page at a time."""
     jobs, total = await anyio.to_thread.run_sync(runtime.jobs.page, limit, offset)
@@ -169,9 +170,18 @@ async def job_events(job_id: str, request: Request, runtime: RuntimeDep) -> Stre
     job = await anyio.to_thread.run_sync(runtime.jobs.get, job_id)
     if runtime.sse_clients >= runtime.settings.max_sse_clients:
         raise BusyError(f"too many event streams open ({runtime.sse_clients}); poll GET /train/{job_id} instead")
+    # Counted now, with no await between check and count (counted when the stream started, a burst all passed
+    # the check); given back once: when the stream ends, or after the response if the stream never started.
+    runtime.sse_clients += 1
+    released = False
+
+    def release() -> None:
+        nonlocal released
+        if not released:
+            released = True
+            runtime.sse_clients -= 1
 
     async def stream() -> AsyncIterator[bytes]:
-        runtime.sse_clients += 1
         try:
             current = job
             last: dict[str, Any] | None = None
@@ -193,6 +203,11 @@ async def job_events(job_id: str, request: Request, runtime: RuntimeDep) -> Stre
                 await asyncio.sleep(SSE_POLL_SECONDS)
                 current = await anyio.to_thread.run_sync(runtime.jobs.get, job_id)
         finally:
-            runtime.sse_clients -= 1
+            release()
 
-    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache"},
+        background=BackgroundTask(release),
+    )
