@@ -1,31 +1,11 @@
-"""Reading request bodies within the configured size limit, without buffering an oversized one."""
+"""The request body limit, for every route: no body over the configured size is ever buffered."""
 
 from __future__ import annotations
 
-from fastapi import Request
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import InvalidInputError, PayloadTooLargeError
 from service.responses import error_response
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, or 413 as soon as it is known to exceed `limit` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise InvalidInputError(f"Content-Length {declared!r} is not a number; expected a byte count")
-        if int(declared) > limit:
-            raise PayloadTooLargeError(f"request body of {declared} bytes is over the limit of {limit} bytes")
-    chunks = []
-    received = 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > limit:
-            raise PayloadTooLargeError(f"request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 class BodyLimitMiddleware:
@@ -43,8 +23,14 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.limit:
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and not declared.isdigit():
+            shown = declared.decode("latin-1")
+            await error_response(f"Content-Length {shown!r} is not a number; expected a byte count", 422)(
+                scope, receive, send
+            )
+            return
+        if declared is not None and int(declared) > self.limit:
             message = f"request body of {int(declared)} bytes is over the limit of {self.limit} bytes"
             await error_response(message, 413)(scope, receive, send)
             return

@@ -8,7 +8,6 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 import model_store
-from service.body import read_body
 from service.deps import RuntimeDep
 from service.errors import InvalidInputError, NotReadyError
 from service.oip import HEADER_LENGTH_HEADER, decode_infer_request, encode_infer_response, parse_header_length
@@ -88,7 +87,7 @@ def _metadata(runtime: Runtime, name: str, version: int | None) -> dict[str, Any
 
 
 async def _infer(request: Request, runtime: Runtime, name: str, version: int | None) -> Response:
-    body = await read_body(request, runtime.settings.max_body_bytes)
+    body = await request.body()  # BodyLimitMiddleware bounds it
     header_length = parse_header_length(request.headers.get(HEADER_LENGTH_HEADER))
     served: ServedModel = await runtime.model_for(name, version)
     decoded = decode_infer_request(

@@ -6,7 +6,6 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from service.body import read_body
 from service.deps import RuntimeDep
 from service.runtime import DEFAULT_MODEL
 from service.tensors import encode_predict, nested_to_array, parse_predict
@@ -65,7 +64,7 @@ PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
 @router.post("/predict", openapi_extra={"requestBody": PREDICT_BODY}, responses=PREDICT_RESPONSES)
 async def predict(request: Request, runtime: RuntimeDep) -> Response:
     """Predict cos for sine sequences shaped (seq, batch, 1)."""
-    body = await read_body(request, runtime.settings.max_body_bytes)
+    body = await request.body()  # BodyLimitMiddleware bounds it
     parsed = parse_predict(body, default_model=DEFAULT_MODEL)
     served = await runtime.model_for(parsed.model, parsed.version)
     inputs = nested_to_array(

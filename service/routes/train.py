@@ -15,7 +15,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.background import BackgroundTask
 
 import model_store
-from service.body import read_body
 from service.deps import AdminDep, RuntimeDep
 from service.errors import BusyError, InvalidInputError
 from service.jobs import Job
@@ -118,7 +117,7 @@ def _submit(runtime: Runtime, request: TrainRequest) -> Job:
 )
 async def submit(request: Request, runtime: RuntimeDep) -> Response:
     """Queue a training job; poll Location, or follow /train/{id}/events."""
-    body = await read_body(request, runtime.settings.max_body_bytes)
+    body = await request.body()  # BodyLimitMiddleware bounds it
     parsed = _parse(body)
     job = await anyio.to_thread.run_sync(_submit, runtime, parsed)
     runtime.wake_runner()
