@@ -29,6 +29,10 @@ from service.jobs import CANCELLED, FAILED, SUCCEEDED, Job, JobStore, this_owner
 
 log = logging.getLogger("service.jobs")
 STDERR_TAIL = 2000  # characters of the child's stderr kept in a failed job's error
+# Longest stdout line accepted from the child. asyncio's default (64 KiB) leaves little room for a
+# result line with its metrics; 1 MiB does, and still bounds what one line can hold in memory. A longer
+# line makes readline() raise ValueError, which fails the job (see _follow).
+STDOUT_LINE_LIMIT = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,7 @@ class JobRunner:
                     stdout=asyncio.subprocess.PIPE,
                     stderr=stderr,
                     env=environment,
+                    limit=STDOUT_LINE_LIMIT,
                 )  # fmt: skip
                 self._running[job.id] = process
                 log.info("job %s started (pid %s)", job.id, process.pid)
@@ -172,7 +177,16 @@ class JobRunner:
         assert process.stdout is not None
         result: dict[str, Any] | None = None
         error: str | None = None
-        async for raw in process.stdout:
+        while True:
+            try:
+                raw = await process.stdout.readline()
+            except ValueError:  # asyncio's LimitOverrunError, wrapped: a line over STDOUT_LINE_LIMIT
+                with contextlib.suppress(ProcessLookupError):  # it may have exited already
+                    process.kill()
+                limit = f"{STDOUT_LINE_LIMIT >> 20} MiB"
+                return None, f"the training process wrote a line longer than {limit} to its stdout and was stopped"
+            if not raw:
+                break
             try:
                 event = json.loads(raw)
             except ValueError:

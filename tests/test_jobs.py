@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 import model_store
-from service.jobs import RUNNING, JobStore
+from service.jobs import RUNNING, Job, JobStore
 from tests.conftest import REMOTE, make_client, save_tiny
 
 pytestmark = pytest.mark.slow
@@ -56,6 +57,15 @@ def training_processes(store_dir: Path) -> list[int]:
             if b"training" in command and str(store_dir).encode() in command:
                 found.append(int(entry.name))
     return found
+
+
+def fake_trainer(monkeypatch: pytest.MonkeyPatch, script: str) -> None:
+    """Make the runner start `python -c script` instead of lstm-train (still found by training_processes)."""
+
+    def command(job: Job, store_dir: Path, torch_threads: int, dataset_path: Path | None) -> list[str]:
+        return [sys.executable, "-c", script, "training", str(store_dir)]
+
+    monkeypatch.setattr("service.job_runner.training_command", command)
 
 
 @pytest.fixture
@@ -211,6 +221,33 @@ def test_job_time_limit_fails_a_runaway_job(store: model_store.ModelStore) -> No
         done = wait_job(client, job["id"], timeout=60)
         assert done["status"] == "failed" and "time limit of 4 s" in done["error"]
         assert store.versions("lstm") == []
+
+
+def test_job_whose_process_writes_a_line_over_1_mib_fails_and_its_process_is_killed(
+    jobs_client: TestClient, store: model_store.ModelStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_trainer(monkeypatch, "import time; print('x' * (2 << 20), flush=True); time.sleep(60)")
+    job = jobs_client.post("/train", json={"params": TINY}).json()
+    done = wait_job(jobs_client, job["id"], timeout=10)
+    assert done["status"] == "failed" and "wrote a line longer than 1 MiB" in done["error"], done
+    assert training_processes(store.root) == []  # the runner waits for the killed child before recording
+
+
+def test_progress_line_longer_than_asyncio_default_limit_is_read(
+    jobs_client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = {"model": "lstm", "version": 1, "metrics": {}, "promoted": False, "promotion_reason": "fake"}
+    script = [
+        "import json",
+        "note = 'x' * (512 << 10)  # over asyncio's 64 KiB default line limit, under the runner's 1 MiB",
+        "print(json.dumps({'event': 'progress', 'epoch': 3, 'max_epochs': 30, 'loss': 0.5, 'note': note}))",
+        f"print(json.dumps({{'event': 'result', **{result!r}}}))",
+    ]
+    fake_trainer(monkeypatch, "\n".join(script))
+    job = jobs_client.post("/train", json={"params": TINY}).json()
+    done = wait_job(jobs_client, job["id"], timeout=10)
+    assert done["status"] == "succeeded", done
+    assert done["progress"] == {"epoch": 3, "max_epochs": 30, "loss": 0.5} and done["result"] == result
 
 
 def test_training_and_cancel_need_management_rights(store: model_store.ModelStore) -> None:
