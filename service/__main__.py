@@ -67,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             proxy_headers=trusted is not None,
             forwarded_allow_ips=trusted,
             timeout_graceful_shutdown=int(settings.drain_timeout),
+            limit_concurrency=settings.limit_concurrency,
+            timeout_keep_alive=settings.timeout_keep_alive,
             server_header=False,
         )
     finally:

@@ -43,6 +43,15 @@ class Settings(BaseSettings):
     )
     version_cache: int = Field(4, ge=0, le=64, description="non-serving versions kept loaded for explicit requests")
     drain_timeout: float = Field(30.0, ge=0, description="seconds SIGTERM waits for in-flight requests")
+    limit_concurrency: int | None = Field(
+        None,
+        ge=2,
+        description="uvicorn's limit_concurrency, per worker: a request is answered 503 when this many connections"
+        " (its own included, idle keep-alive ones too) are open or this many requests are in flight; unset: no limit",
+    )
+    timeout_keep_alive: int = Field(
+        5, ge=1, le=3600, description="seconds uvicorn keeps an idle connection open after a response (keep-alive)"
+    )
     forwarded_allow_ips: str | None = Field(
         None,
         description="proxies whose X-Forwarded-For is trusted (comma-separated IPs); unset: never trust it",
