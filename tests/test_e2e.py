@@ -89,6 +89,13 @@ def two_workers(two_versions: model_store.ModelStore, tmp_path: Path) -> Iterato
     stop(server)
 
 
+def test_the_supervisor_does_not_import_torch() -> None:
+    # With --workers N, uvicorn's supervisor only spawns and watches; torch there delays every start.
+    code = "import sys, service.__main__; print(sorted(m for m in ('torch', 'fastapi') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_promotion_under_load_drops_nothing_and_every_worker_switches(two_workers: Server) -> None:
     body = {"inputs": np.sin(0.2 * np.arange(30)).reshape(30, 1, 1).tolist()}
     results: list[tuple[float, int, int]] = []  # (sent at, status, version)
