@@ -6,7 +6,7 @@ STORE ?= model-store
 # torch is pinned and installed first, on its own: an unpinned torch would pull a CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install serve train test lint typecheck pytest clean
+.PHONY: install serve train test lint typecheck pytest clean bench-serving
 
 install: $(VENV)/.installed
 
@@ -24,6 +24,18 @@ serve: install
 
 train: install
 	$(BIN)/lstm-train --store $(STORE)
+
+# Issue 5's serving benchmark (about 40 min, CPU-heavy; wrk from Debian must be installed). Measures the
+# default model (every server, payload and route), then the tutorial-sized model on large payloads, where
+# the forward pass dominates. Each store is trained once (seed 0); results go to $(BENCH)/*.md and *.json.
+BENCH ?= .bench
+HAS_MODEL = $(BIN)/python -c "import model_store, sys; sys.exit(0 if model_store.ModelStore(sys.argv[1]).models() else 1)"
+bench-serving: install
+	@$(HAS_MODEL) $(BENCH)/robust || $(BIN)/lstm-train --store $(BENCH)/robust --seed 0 --no-progress
+	@$(HAS_MODEL) $(BENCH)/tutorial || $(BIN)/lstm-train --store $(BENCH)/tutorial --preset tutorial --seed 0 --no-progress
+	$(BIN)/python -m benchmarks.serving --store $(BENCH)/robust --json $(BENCH)/robust.json > $(BENCH)/robust.md
+	$(BIN)/python -m benchmarks.serving --store $(BENCH)/tutorial --payloads large \
+		--servers "lstm w1" "lstm w2" naive --no-loadgen-check --json $(BENCH)/tutorial.json > $(BENCH)/tutorial.md
 
 lint: install
 	$(BIN)/ruff check .

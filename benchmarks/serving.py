@@ -51,6 +51,7 @@ import orjson
 import torch
 
 import model_store
+from service.config import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 LUA_SCRIPT = Path(__file__).with_name("wrk_request.lua")
@@ -709,9 +710,8 @@ def measure_server(
         wait_idle(server)
         if config.app == "trivial":
             cells: list[tuple[str, Body | None, int]] = [("get", None, 1), ("get", None, top)]
-            cells += [
-                (kind, bodies[p][kind], top) for p, kind in (("small", "predict"), *(("large", k) for k in KINDS))
-            ]
+            wanted = (("small", "predict"), *(("large", k) for k in KINDS))
+            cells += [(kind, bodies[p][kind], top) for p, kind in wanted if p in bodies]
         else:
             cells = [(kind, bodies[p][kind], c) for p in bodies for kind in kinds for c in sorted(args.concurrency)]
             if config.app == "lstm" and round_no == 1:  # part of the load generator check: once
@@ -862,6 +862,127 @@ def floor_report(floor_us: dict[str, dict[str, float]]) -> list[str]:
     return out
 
 
+# The issue's targets (issue 5), each computed from this run's numbers.
+SMALL_RPS_VS_NAIVE = 2.0  # small /predict, c=32
+LARGE_PREDICT_P50_VS_FLOOR = 1.3  # large /predict JSON, c=1, over its in-process floor
+LARGE_OIP_JSON_RPS, LARGE_OIP_JSON_P50_MS = 120.0, 8.0  # large OIP JSON, c=1
+BINARY_VS_JSON_P50 = 5.0  # large OIP binary p50, this many times faster than large /predict JSON
+BATCHING_RPS = 1.3  # small /predict at c=64, batching on over off
+READY_S = 3.0
+
+
+def route_floor_ms(floor_us: dict[str, float], label: str) -> float:
+    decode, encode = FLOOR_SUMS[label]
+    return (floor_us[decode] + floor_us[FORWARD] + floor_us[encode]) / 1e3
+
+
+def targets_report(
+    configs: Sequence[ServerConfig],
+    summary: Mapping[tuple[str, str, str, int], dict[str, float]],
+    floor_us: dict[str, dict[str, float]],
+    results: Results,
+) -> list[str]:
+    """One row per target and server: what this run measured against what issue 5 asks."""
+    rows: list[list[str]] = []
+    lstm = [c for c in configs if c.app == "lstm"]
+    names = {c.name for c in configs}
+
+    def add(target: str, server: str, measured: str, met: bool) -> None:
+        rows.append([target, server, measured, "yes" if met else "**no**"])
+
+    base = summary.get((BASELINE, "predict", "small", 32)) if BASELINE in names else None
+    large = floor_us.get("large")
+    for config in lstm:
+        s = summary.get((config.name, "predict", "small", 32))
+        if s and base:
+            measured = f"{s['rps']:.0f} vs {base['rps']:.0f} req/s = {s['rps'] / base['rps']:.2f}×"
+            add(
+                f"small /predict c=32: ≥ {SMALL_RPS_VS_NAIVE:g}× naive req/s",
+                config.name,
+                measured,
+                s["rps"] >= SMALL_RPS_VS_NAIVE * base["rps"],
+            )
+    for config in lstm:
+        predict = summary.get((config.name, "predict", "large", 1))
+        if predict and large:
+            bound = route_floor_ms(large, "/predict floor (orjson)")
+            measured = f"p50 {predict['p50_ms']:.2f} ms vs floor {bound:.2f} ms = {predict['p50_ms'] / bound:.2f}×"
+            add(
+                f"large /predict JSON c=1: p50 ≤ {LARGE_PREDICT_P50_VS_FLOOR:g}× floor",
+                config.name,
+                measured,
+                predict["p50_ms"] <= LARGE_PREDICT_P50_VS_FLOOR * bound,
+            )
+        oip = summary.get((config.name, "oip_json", "large", 1))
+        if oip and large:
+            ceiling = 1e3 / route_floor_ms(large, "OIP JSON floor (orjson)")
+            measured = (
+                f"{oip['rps']:.1f} req/s, p50 {oip['p50_ms']:.2f} ms (the floor allows {ceiling:.0f} req/s per core)"
+            )
+            add(
+                f"large OIP JSON c=1: ≥ {LARGE_OIP_JSON_RPS:g} req/s, p50 ≤ {LARGE_OIP_JSON_P50_MS:g} ms",
+                config.name,
+                measured,
+                oip["rps"] >= LARGE_OIP_JSON_RPS and oip["p50_ms"] <= LARGE_OIP_JSON_P50_MS,
+            )
+        binary = summary.get((config.name, "oip_binary", "large", 1))
+        if binary and predict and large:
+            bound = route_floor_ms(large, "/predict floor (orjson)") / route_floor_ms(large, "OIP binary floor")
+            measured = (
+                f"{predict['p50_ms']:.2f} / {binary['p50_ms']:.2f} ms = {predict['p50_ms'] / binary['p50_ms']:.2f}× "
+                f"(the floors allow {bound:.2f}×)"
+            )
+            add(
+                f"large OIP binary c=1: p50 ≥ {BINARY_VS_JSON_P50:g}× faster than /predict JSON",
+                config.name,
+                measured,
+                predict["p50_ms"] >= BINARY_VS_JSON_P50 * binary["p50_ms"],
+            )
+    wait_ms = float(Settings.model_fields["batch_max_wait_ms"].default)
+    for config in lstm:
+        off_name = f"{config.name} no batching"
+        if config.env.get("LSTM_BATCHING") == "false" or off_name not in names:
+            continue
+        on, off = summary.get((config.name, "predict", "small", 64)), summary.get((off_name, "predict", "small", 64))
+        if on and off:
+            measured = f"{on['rps']:.0f} vs {off['rps']:.0f} req/s = {on['rps'] / off['rps']:.2f}×"
+            add(
+                f"batching, small /predict c=64: ≥ {BATCHING_RPS:g}× req/s of off",
+                config.name,
+                measured,
+                on["rps"] >= BATCHING_RPS * off["rps"],
+            )
+        on, off = summary.get((config.name, "predict", "small", 1)), summary.get((off_name, "predict", "small", 1))
+        if on and off:
+            measured = f"p50 {on['p50_ms']:.3f} ms on, {off['p50_ms']:.3f} ms off (max wait {wait_ms:g} ms)"
+            add(
+                "batching, small /predict c=1: p50 ≤ off + max wait",
+                config.name,
+                measured,
+                on["p50_ms"] <= off["p50_ms"] + wait_ms,
+            )
+    for config in lstm:
+        starts = results.starts.get(config.name, [])
+        if starts:
+            ready = median([s.ready_s for s in starts])
+            every = median([s.all_ready_s for s in starts])
+            rss = median([v for s in starts for v in s.worker_rss_mib])
+            measured = f"{ready:.2f} s to the first 200, {every:.2f} s until every worker started; {rss:.0f} MiB/worker"
+            add(f"ready ≤ {READY_S:g} s, memory per worker reported", config.name, measured, every <= READY_S)
+    if not rows:
+        return []
+    out = ["### Targets (issue 5), from this run", ""]
+    out += table(["target", "server", "measured (medians)", "met"], rows)
+    out.append("")
+    out.append(
+        "Floors are the in-process medians below (decode + forward + encode with orjson and one torch thread). "
+        "'The floors allow' is the best any server could do on this machine with this model: the forward alone "
+        "bounds both routes. /predict p99 during a training job is measured by benchmarks/train_load.py."
+    )
+    out.append("")
+    return out
+
+
 def report(
     args: argparse.Namespace,
     info: dict[str, str],
@@ -882,6 +1003,8 @@ def report(
         f"(uvloop {info['uvloop']}, httptools {info['httptools']}), {info['wrk']}; thread variables in the "
         f"environment: {info['thread env']}."
     )
+    out.append("")
+    out.append(f"Model served: {info['model']}.")
     out.append("")
     other = [m.other_cores for cells in results.cells.values() for m in cells]
     out += [
@@ -906,6 +1029,7 @@ def report(
         f"else's work): median {median(other):.2f}, max {max(other, default=float('nan')):.2f} cores over all runs.",
         "",
     ]
+    out += targets_report(configs, summary, floor_us, results)
     sizes = ", ".join(
         f"{name} = seq {b['predict'].payload.seq} × batch {b['predict'].payload.batch} (bodies: /predict "
         f"{len(b['predict'].data) / 1024:.1f} KiB, OIP JSON {len(b['oip_json'].data) / 1024:.1f} KiB, OIP binary "
@@ -924,7 +1048,7 @@ def report(
 
     # throughput and latency, one table per payload
     baseline_name = BASELINE if any(c.name == BASELINE for c in configs) else None
-    for payload in PAYLOADS:
+    for payload in (p for p in PAYLOADS if p.name in bodies):
         out.append(f"### {payload.name}: seq {payload.seq} × batch {payload.batch}")
         out.append("")
         rows = []
@@ -992,7 +1116,7 @@ def report(
         out.append("")
         columns = [(c.name, kind) for c in configs if c.name != baseline_name for kind in APP_KINDS[c.app]]
         rows = []
-        for payload in PAYLOADS:
+        for payload in (p for p in PAYLOADS if p.name in bodies):
             for c in args.concurrency:
                 base = summary.get((baseline_name, "predict", payload.name, c))
                 row = [payload.name, str(c), fmt(base["rps"], 1) if base else "-"]
@@ -1144,6 +1268,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--warmup", type=int, default=10, help="warm-up requests per kind, payload and worker (default 10)"
     )
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32, 64], help="connections (1 32 64)")
+    parser.add_argument(
+        "--payloads",
+        nargs="+",
+        choices=[p.name for p in PAYLOADS],
+        default=[p.name for p in PAYLOADS],
+        help="payloads to measure (default: all)",
+    )
     parser.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (default 1)")
     parser.add_argument(
         "--per-connection",
@@ -1194,12 +1325,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     loaded = store.load(MODEL, serving)
     model_path = store.version_file(MODEL, serving, "model.pt").resolve()
     info = machine(args)
+    params = loaded.manifest.params
+    info["model"] = (
+        f"{MODEL} version {serving} of {args.store}: preset {params.get('preset', '?')}, "
+        f"{params.get('num_layers', '?')} layer(s) of {params.get('hidden_size', '?')} hidden units"
+    )
     results = Results()
     run_started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         folder = Path(tmp)
         (folder / "logs").mkdir()
-        bodies = {p.name: make_bodies(p, loaded.manifest.inputs[0].name, folder) for p in PAYLOADS}
+        chosen = [p for p in PAYLOADS if p.name in args.payloads]
+        bodies = {p.name: make_bodies(p, loaded.manifest.inputs[0].name, folder) for p in chosen}
         print(f"in-process floor ({MODEL} version {serving}) ...", file=sys.stderr, flush=True)
         floor_us = floor(loaded.module, model_path, bodies, loaded.manifest.input_size, args.floor_repeats)
         paths = (args.store.resolve(), model_path, folder / "logs")
@@ -1215,7 +1352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     results.failures.append(f"round {round_no}, {config.name}: {exc}")
                     print(f"  FAILED: {exc}", file=sys.stderr, flush=True)
     if args.floor_only:
-        print(f"Command: `{shlex.join(sys.orig_argv)}` (code: {info['commit']})\n")
+        print(f"Command: `{shlex.join(sys.orig_argv)}` (code: {info['commit']})\n\nModel: {info['model']}.\n")
         print("\n".join(floor_report(floor_us)))
         return 0
     lines, data = report(args, info, configs, floor_us, results, bodies, time.perf_counter() - run_started)
