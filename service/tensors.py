@@ -18,6 +18,7 @@ import numpy.typing as npt
 import orjson
 
 from service.errors import InvalidInputError, PayloadTooLargeError
+from service.flat_json import FlatTensor, split_predict_body
 
 Float32Array = npt.NDArray[np.float32]
 
@@ -150,11 +151,14 @@ def nested_shape(data: list[Any]) -> list[int]:
 
 
 def nested_to_array(nested: Any, *, label: str, features: int, max_elements: int) -> Float32Array:
-    """Validate a (seq, batch, features) nested list and return it as float32."""
+    """Validate a (seq, batch, features) nested list, or a FlatTensor, and return it as float32."""
     expectation = f"a 3-D list shaped (seq, batch, {features}) of finite numbers"
-    if not isinstance(nested, list):
+    if isinstance(nested, FlatTensor):
+        shape = list(nested.shape)
+    elif isinstance(nested, list):
+        shape = nested_shape(nested)
+    else:
         raise InvalidInputError(f"{label} is {json_kind(nested)} but {expectation} was expected")
-    shape = nested_shape(nested)
     if 0 in shape:
         raise InvalidInputError(f"{label} is empty (shape {shape}) but {expectation}, seq and batch > 0, was expected")
     if len(shape) != 3:
@@ -166,22 +170,29 @@ def nested_to_array(nested: Any, *, label: str, features: int, max_elements: int
         raise PayloadTooLargeError(
             f"{label} has {count} elements (shape {shape}) but at most {max_elements} are accepted"
         )
+    if isinstance(nested, FlatTensor):  # leaves in the nested lists' order: messages name the same flat index
+        return numbers_to_float32(nested.leaves, nested.leaves, shape, label, expectation)
     leaves = flatten(nested, shape, label, expectation)
     return numbers_to_float32(leaves, nested, shape, label, expectation)
 
 
 @dataclass(frozen=True)
 class ParsedPredict:
-    """A /predict body with its tensor still nested: it is checked once the model (and its input size) is known."""
+    """A /predict body with its tensor not yet converted: it is checked once the model (and input size) is known."""
 
-    inputs: Any
+    inputs: Any  # nested lists, or a FlatTensor when the body took the fast path
     model: str
     version: int | None
 
 
 def parse_predict(body: bytes, *, default_model: str) -> ParsedPredict:
     """Parse and check a /predict body's fields; the tensor is validated by nested_to_array."""
-    parsed = parse_json_object(body)
+    fast = split_predict_body(body)
+    if fast is not None:
+        tensor, fields = fast
+        parsed: dict[str, Any] = {"inputs": tensor, **fields}
+    else:
+        parsed = parse_json_object(body)
     unknown = set(parsed) - {"inputs", "model", "version"}
     if unknown:
         raise InvalidInputError(f"unknown fields {sorted(unknown)}; expected 'inputs', optional 'model' and 'version'")
