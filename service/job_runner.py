@@ -149,7 +149,8 @@ class JobRunner:
                 try:
                     result, error = await asyncio.wait_for(self._follow(job, process), self.settings.time_limit)
                 except TimeoutError:
-                    process.kill()
+                    with contextlib.suppress(ProcessLookupError):  # it may have exited as the limit fired
+                        process.kill()
                     error = f"the job exceeded its time limit of {self.settings.time_limit:g} s and was stopped"
                 await process.wait()
         except OSError as exc:
