@@ -4,8 +4,11 @@ Requests wait in a queue; one worker per (model version) takes everything that i
 `max_batch` sequences, waiting at most `max_wait` for more), right-pads the sequences of a length
 bucket to the longest of them, runs one forward in the inference thread, and hands each request
 its own columns and steps back. The LSTM is causal, so padding after a sequence's end changes
-none of its outputs: every answer equals the unbatched one. While a forward runs, the event loop
-keeps parsing requests, so batches grow with load and vanish when it is idle.
+none of its outputs: every answer equals the unbatched one. While a forward runs in the thread,
+the event loop keeps parsing requests, so batches grow with load and vanish when it is idle.
+A batch of one tiny request (nothing else was queued) runs on the event loop instead, as it would
+without batching: the thread hop costs more than its forward, and while it runs the loop reads no
+new requests, so they queue and the next batch is larger.
 """
 
 from __future__ import annotations
@@ -44,10 +47,18 @@ class _Lane:
 class Batcher:
     """Groups concurrent small requests into shared forward passes."""
 
-    def __init__(self, forward: Forward, max_batch: int, max_wait: float, on_batch: Callable[[str, int], None]) -> None:
+    def __init__(
+        self,
+        forward: Forward,
+        max_batch: int,
+        max_wait: float,
+        on_batch: Callable[[str, int], None],
+        inline_max_elements: int = 0,
+    ) -> None:
         self._forward = forward
         self.max_batch = max_batch
         self.max_wait = max_wait
+        self.inline_max_elements = inline_max_elements  # a lone request up to this size runs on the event loop
         self._on_batch = on_batch
         self._lanes: dict[tuple[str, int], tuple[ServedModel, _Lane]] = {}
 
@@ -102,7 +113,9 @@ class Batcher:
         if not live:
             return
         try:
-            if len(live) == 1:
+            if len(live) == 1 and live[0].x.size <= self.inline_max_elements:
+                outputs = [served(live[0].x)]
+            elif len(live) == 1:
                 outputs = [await self._forward(served, live[0].x)]
             else:
                 outputs = split(await self._forward(served, pad_and_stack([r.x for r in live])), live)

@@ -28,7 +28,10 @@ class Settings(BaseSettings):
         1_000_000, ge=1, description="largest number of tensor elements in one request (413 above)"
     )
     inline_max_elements: int = Field(
-        4096, ge=0, description="requests up to this many elements run on the event loop; larger ones in a thread"
+        4096,
+        ge=0,
+        description="a request up to this many elements runs on the event loop when no other is queued; "
+        "larger ones, and batches, in the inference thread",
     )
     batching: bool = Field(True, description="dynamic batching of small concurrent requests (see docs/benchmarks.md)")
     batch_max_size: int = Field(256, ge=1, le=65_536, description="most sequences (batch columns) in one forward pass")

@@ -48,6 +48,7 @@ class Runtime:
                 max_batch=self.settings.batch_max_size,
                 max_wait=self.settings.batch_max_wait_ms / 1000,
                 on_batch=lambda name, size: metrics.BATCH_SIZE.labels(name).observe(size),
+                inline_max_elements=self.settings.inline_max_elements,
             )
 
     async def _forward_in_thread(self, served: ServedModel, x: np.ndarray) -> np.ndarray:

@@ -103,6 +103,41 @@ def test_a_failing_forward_fails_only_its_batch(served: ServedModel) -> None:
     assert isinstance(after, np.ndarray) and after.shape == (5, 1, 1)
 
 
+def test_a_lone_tiny_request_runs_on_the_event_loop_and_queued_ones_still_batch(served: ServedModel) -> None:
+    threads: list[int] = []  # one entry per forward that went through the thread path, with its batch size
+    lone = np.full((20, 5, 1), 0.25, dtype=np.float32)
+    crowd = [np.full((8, 2, 1), i / 100, dtype=np.float32) for i in range(30)]  # one length bucket
+
+    async def main() -> tuple[np.ndarray, list[np.ndarray], np.ndarray, np.ndarray]:
+        executor = ThreadPoolExecutor(1)
+        loop = asyncio.get_running_loop()
+
+        async def forward(model: ServedModel, x: np.ndarray) -> np.ndarray:
+            threads.append(x.shape[1])
+            return await loop.run_in_executor(executor, model, x)
+
+        batcher = Batcher(forward, max_batch=256, max_wait=0.0, on_batch=lambda *_: None, inline_max_elements=100)
+        try:
+            alone = await batcher.submit(served, lone)  # nothing else queued: runs inline
+            together = list(await asyncio.gather(*(batcher.submit(served, x) for x in crowd)))
+            big = np.full((30, 4, 1), 0.5, dtype=np.float32)  # 120 elements: over the inline limit
+            over = await batcher.submit(served, big)
+            inline_failure = await asyncio.gather(batcher.submit(served, lone[:, :, :0]), return_exceptions=True)
+            assert isinstance(inline_failure[0], Exception)  # an inline forward that raises fails its request only
+            return alone, together, over, await batcher.submit(served, lone)
+        finally:
+            await batcher.close()
+            executor.shutdown()
+
+    alone, together, over, again = asyncio.run(main())
+    assert np.max(np.abs(alone - unbatched(served, lone))) <= 1e-6
+    assert np.array_equal(again, alone)
+    # The queued crowd made one batch in the thread, the big request went there alone, the lone tiny ones never did.
+    assert threads == [60, 4]
+    for x, output in zip(crowd, together, strict=True):
+        assert np.max(np.abs(output - unbatched(served, x))) <= 1e-6
+
+
 def test_buckets_are_powers_of_two() -> None:
     assert [bucket(n) for n in (1, 2, 3, 4, 5, 64, 65, 1500)] == [1, 2, 4, 4, 8, 64, 128, 2048]
 
