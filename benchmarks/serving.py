@@ -87,6 +87,7 @@ OPTIONAL_SERVERS: tuple[ServerConfig, ...] = (
     ServerConfig("lstm w2 no access log", "lstm", workers=2, env={"LSTM_LOG_LEVEL": "warning"}),
     ServerConfig("lstm w1 1 OMP thread", "lstm", workers=1, env={"OMP_NUM_THREADS": "1"}),
     ServerConfig("lstm w2 1 OMP thread", "lstm", workers=2, env={"OMP_NUM_THREADS": "1"}),
+    ServerConfig("lstm w1 2 torch threads", "lstm", workers=1, env={"LSTM_TORCH_THREADS": "2"}),
 )
 BASELINE = "naive"
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE")
