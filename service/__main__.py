@@ -10,10 +10,14 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
 from service.config import Settings
+from service.workers import run_workers
+
+APP = "service.app:app_from_env"
 
 # Flags that exist as settings; each is written to its LSTM_ variable so every worker sees it.
 FLAGS = {"store": "store_dir", "host": "host", "port": "port", "workers": "workers", "torch_threads": "torch_threads"}
@@ -56,21 +60,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             stale.unlink()
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     trusted = settings.forwarded_allow_ips
+    options: dict[str, Any] = {
+        "factory": True,
+        "host": settings.host,
+        "port": settings.port,
+        "workers": settings.workers,
+        "log_level": settings.log_level.lower(),
+        "proxy_headers": trusted is not None,
+        "forwarded_allow_ips": trusted,
+        "timeout_graceful_shutdown": int(settings.drain_timeout),
+        "limit_concurrency": settings.limit_concurrency,
+        "timeout_keep_alive": settings.timeout_keep_alive,
+        "server_header": False,
+    }
     try:
-        uvicorn.run(
-            "service.app:app_from_env",
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            log_level=settings.log_level.lower(),
-            proxy_headers=trusted is not None,
-            forwarded_allow_ips=trusted,
-            timeout_graceful_shutdown=int(settings.drain_timeout),
-            limit_concurrency=settings.limit_concurrency,
-            timeout_keep_alive=settings.timeout_keep_alive,
-            server_header=False,
-        )
+        if settings.workers > 1:
+            run_workers(uvicorn.Config(APP, **options))  # a listening socket per worker: see service/workers.py
+        else:
+            uvicorn.run(APP, **options)
+    except OSError as exc:  # the address is taken or cannot be bound
+        print(f"lstm-serve: error: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
+        return 1
     finally:
         if owned_metrics_dir and metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)

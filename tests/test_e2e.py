@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import socket
@@ -94,6 +95,68 @@ def test_the_supervisor_does_not_import_torch() -> None:
     code = "import sys, service.__main__; print(sorted(m for m in ('torch', 'fastapi') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def connections_by_worker(server: Server, state: str) -> dict[int, int]:
+    """How many TCP sockets on the server's port, in `state` ("0A" listen, "01" established), each worker holds."""
+    inodes: dict[str, set[int]] = {}  # socket inode -> pids holding it
+    workers = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            if int(stat[stat.rindex(")") + 2 :].split()[1]) != server.process.pid:
+                continue
+            if b"spawn_main" not in (entry / "cmdline").read_bytes():
+                continue
+            workers.append(int(entry.name))
+            for fd in (entry / "fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.setdefault(target[8:-1], set()).add(int(entry.name))
+        except (OSError, ValueError):
+            continue
+    counts = dict.fromkeys(workers, 0)
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == server.port and fields[3] == state:
+                for pid in inodes.get(fields[9], ()):
+                    counts[pid] += 1
+    return counts
+
+
+def test_two_workers_each_get_a_share_of_connections_opened_at_once(two_workers: Server) -> None:
+    deadline = time.monotonic() + 30
+    while sorted(connections_by_worker(two_workers, "0A").values()) != [1, 1]:  # both listening, a socket each
+        assert time.monotonic() < deadline, connections_by_worker(two_workers, "0A")
+        time.sleep(0.1)
+    clients = [http.client.HTTPConnection("127.0.0.1", two_workers.port, timeout=10) for _ in range(32)]
+    try:
+        for client in clients:  # all connected before any request, as wrk and connection pools do
+            client.connect()
+        for client in clients:
+            client.request("GET", "/healthz")
+            assert client.getresponse().status == 200
+        counts = connections_by_worker(two_workers, "01")
+    finally:
+        for client in clients:
+            client.close()
+    # With one shared listening socket this was 32/0 or 31/1; with a socket per worker the kernel spreads them
+    # by hash (fewer than 4 of 32 on one worker: probability about 1e-5).
+    assert sum(counts.values()) == 32 and min(counts.values()) >= 4, counts
+
+
+def test_a_taken_port_stops_lstm_serve_with_workers_at_once(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        command = [sys.executable, "-m", "service", "--store", str(tmp_path), "--port", str(port), "--workers", "2"]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
 
 
 def test_promotion_under_load_drops_nothing_and_every_worker_switches(two_workers: Server) -> None:
