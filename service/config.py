@@ -18,7 +18,9 @@ class Settings(BaseSettings):
     store_dir: Path = Field(Path("model-store"), description="the model store folder (shared by all workers)")
     host: str = Field("127.0.0.1", description="address to bind; 0.0.0.0 to listen on every interface")
     port: int = Field(8000, ge=0, le=65535, description="TCP port")
-    workers: int = Field(1, ge=1, le=64, description="server processes (each loads every serving model)")
+    workers: int = Field(
+        1, ge=1, le=64, description="server processes (each loads every serving model and has its own listening socket)"
+    )
     torch_threads: int = Field(1, ge=1, le=256, description="torch intra-op threads per worker")
     api_token: SecretStr | None = Field(
         None, description="bearer token for mutating routes; when unset they are open to loopback clients only"
