@@ -9,7 +9,7 @@ from model_store.errors import (
     VersionNotFoundError,
 )
 from model_store.manifest import Manifest, TensorSpec, sequence_spec
-from model_store.names import MAX_VERSION, NAME_PATTERN, check_name, check_version
+from model_store.names import MAX_VERSION, NAME_PATTERN, check_name, check_version, is_version_text
 from model_store.store import PRODUCTION, LoadedModel, ModelStore, sha256_hex
 from model_store.torchscript import ScriptModule, from_bytes, script, to_bytes
 
@@ -31,6 +31,7 @@ __all__ = [
     "check_name",
     "check_version",
     "from_bytes",
+    "is_version_text",
     "script",
     "sequence_spec",
     "sha256_hex",

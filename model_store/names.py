@@ -21,6 +21,12 @@ def check_name(name: str, what: str = "model name") -> str:
     return name
 
 
+def is_version_text(text: str) -> bool:
+    """Whether `text` can be a version number: ASCII digits only (str.isdigit() accepts '²', which int() refuses)
+    and no longer than MAX_VERSION."""
+    return text.isascii() and text.isdigit() and len(text) <= len(str(MAX_VERSION))
+
+
 def check_version(version: int) -> int:
     """Return `version` if it is a positive integer the store can hold, else raise InvalidNameError."""
     if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= MAX_VERSION:

@@ -40,7 +40,7 @@ from model_store.errors import (
     VersionNotFoundError,
 )
 from model_store.manifest import CHECKPOINT_FILE, MANIFEST_FILE, Manifest, TensorSpec
-from model_store.names import MAX_VERSION, check_name, check_version
+from model_store.names import check_name, check_version, is_version_text
 
 PRODUCTION = "production"
 ALIASES_FILE = "aliases.json"
@@ -63,11 +63,6 @@ class LoadedModel:
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _is_number(text: str) -> bool:
-    """A version number's digits: ASCII only (str.isdigit() accepts '²', which int() refuses) and at most 10."""
-    return text.isascii() and text.isdigit() and len(text) <= len(str(MAX_VERSION))
 
 
 def _current_umask() -> int:
@@ -155,7 +150,7 @@ class ModelStore:
             return []
         found = []
         for entry in versions_dir.iterdir():
-            if _is_number(entry.name) and not entry.name.startswith("0") and (entry / MANIFEST_FILE).is_file():
+            if is_version_text(entry.name) and not entry.name.startswith("0") and (entry / MANIFEST_FILE).is_file():
                 found.append(int(entry.name))
         return sorted(found)
 
@@ -195,7 +190,7 @@ class ModelStore:
             raise ModelNotFoundError(f"model {name!r} not found")
         if ref is None:
             return self.aliases(name).get(PRODUCTION, versions[-1])
-        if isinstance(ref, int) or _is_number(ref):
+        if isinstance(ref, int) or is_version_text(ref):
             version = check_version(int(ref))
             if version not in versions:
                 raise VersionNotFoundError(f"model {name!r} has no version {version}; it has {versions}")

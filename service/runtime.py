@@ -99,7 +99,8 @@ class Runtime:
     async def infer(self, served: ServedModel, x: np.ndarray) -> np.ndarray:
         """Run the model on one request: batched with others when small, else alone.
 
-        Without batching, tiny requests run inline: a thread hop costs more than they do.
+        A tiny request runs inline (a thread hop costs more than it does): here without batching, in the
+        batcher when it is a batch of one.
         """
         if self.batcher is not None and x.size <= self.settings.batch_max_elements:
             return await self.batcher.submit(served, x)  # the batcher records the batch size

@@ -67,7 +67,7 @@ def _server_version() -> str:
 def _parse_version(raw: str | None) -> int | None:
     if raw is None:
         return None
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > len(str(model_store.MAX_VERSION)):
+    if not model_store.is_version_text(raw):
         raise InvalidInputError(f"model version {brief(raw)} is not a positive integer")
     return model_store.check_version(int(raw))
 
