@@ -1,5 +1,6 @@
 """The versioned model store: named models, immutable versions, aliases, verified TorchScript."""
 
+from model_store.cpu import CpuBudget, cpu_budget
 from model_store.errors import (
     IntegrityError,
     InvalidNameError,
@@ -17,6 +18,7 @@ __all__ = [
     "MAX_VERSION",
     "NAME_PATTERN",
     "PRODUCTION",
+    "CpuBudget",
     "IntegrityError",
     "InvalidNameError",
     "LoadedModel",
@@ -30,6 +32,7 @@ __all__ = [
     "VersionNotFoundError",
     "check_name",
     "check_version",
+    "cpu_budget",
     "from_bytes",
     "is_version_text",
     "script",
