@@ -127,8 +127,9 @@ class JobRunner:
         job_dir = self.jobs.job_dir(job.id)
         job_dir.mkdir(parents=True, exist_ok=True)
         dataset = job_dir / "dataset.npz"
+        # A job queued with a dataset trains on it or fails (lstm-train: no such file); never on the preset's data.
         command = training_command(
-            job, self.store_dir, self.settings.torch_threads, dataset if dataset.exists() else None
+            job, self.store_dir, self.settings.torch_threads, dataset if job.dataset is not None else None
         )
         environment = {key: value for key, value in os.environ.items() if not key.startswith("LSTM_")}
         environment.pop("PROMETHEUS_MULTIPROC_DIR", None)

@@ -157,6 +157,32 @@ def test_bad_training_requests_are_422_naming_the_problem(
     assert jobs_client.get("/train").json()["total"] == 0
 
 
+def test_a_queued_job_already_has_its_dataset_on_disk(jobs_client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A runner may claim a job the instant its row exists; a dataset written after that was once
+    # missed, and the job trained on the preset's sines instead.
+    seen: list[bool] = []
+    original = JobStore.create
+
+    def create(self: JobStore, **kwargs: Any) -> Job:
+        seen.append((self.job_dir(kwargs["job_id"]) / "dataset.npz").is_file())
+        return original(self, **kwargs)
+
+    monkeypatch.setattr(JobStore, "create", create)
+    x = np.zeros((8, 2, 1)).tolist()
+    body = {"preset": "tutorial", "params": {"max_epochs": 1}, "dataset": {"inputs": x, "targets": x}}
+    assert jobs_client.post("/train", json=body).status_code == 202
+    assert seen == [True]
+
+
+def test_a_refused_job_leaves_no_dataset_behind(store: model_store.ModelStore) -> None:
+    with make_client(store, job_queue_max=0) as client:
+        x = np.zeros((8, 2, 1)).tolist()
+        response = client.post("/train", json={"dataset": {"inputs": x, "targets": x}})
+        assert response.status_code == 429
+        jobs_dir = store.root / ".jobs"
+        assert [p.name for p in jobs_dir.iterdir() if p.is_dir()] == []
+
+
 def test_oversized_dataset_is_413(store: model_store.ModelStore) -> None:
     with make_client(store, max_dataset_elements=10) as client:
         x = np.zeros((20, 1, 1)).tolist()
