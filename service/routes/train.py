@@ -89,7 +89,7 @@ def _submit(runtime: Runtime, request: TrainRequest) -> Job:
     if request.dataset is not None:
         arrays = _dataset_arrays(request.dataset, runtime.settings.max_dataset_elements)
         described = {"shape": list(arrays[0].shape)}
-    job = runtime.jobs.create(
+    return runtime.jobs.create(
         model=request.model,
         preset=request.preset,
         promote=request.promote,
@@ -97,15 +97,8 @@ def _submit(runtime: Runtime, request: TrainRequest) -> Job:
         max_epochs=config.max_epochs,
         queue_max=runtime.settings.job_queue_max,
         dataset=described,
+        arrays=arrays,  # stored beside the job before it is queued
     )
-    if arrays is not None:
-        job_dir = runtime.jobs.job_dir(job.id)
-        job_dir.mkdir(parents=True, exist_ok=True)
-        partial = job_dir / ".dataset.npz.partial"
-        with open(partial, "wb") as handle:
-            np.savez(handle, inputs=arrays[0], targets=arrays[1])
-        partial.rename(job_dir / "dataset.npz")
-    return job
 
 
 @router.post(
