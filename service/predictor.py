@@ -221,14 +221,16 @@ class Predictor:
                 raise NotReadyError(f"model {name!r} is damaged and serves nothing: {self._damage[name].error}")
             self.store.resolve(name)  # raises ModelNotFoundError (or the damage) with the right message
             raise NotReadyError(f"model {name!r} is not loaded yet")
-        if isinstance(version, str):
-            version = self._version_of(name, version)
+        version = self.version_of(name, version)
         found = self.cached(name, version)
         if found is not None:
             return found
         return self.store.resolve(name, version)  # validates; the caller loads it off the loop
 
-    def _version_of(self, name: str, ref: str) -> int:
+    def version_of(self, name: str, ref: int | str) -> int:
+        """The version `ref` names: a number, digits, or an alias as the last refresh read it."""
+        if isinstance(ref, int):
+            return ref
         if model_store.is_version_text(ref):
             return model_store.check_version(int(ref))
         model_store.check_name(ref, "alias")

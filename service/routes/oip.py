@@ -80,7 +80,15 @@ def _metadata(runtime: Runtime, name: str, version: int | str | None) -> dict[st
     versions = runtime.store.versions(name)
     if not versions:
         raise model_store.ModelNotFoundError(f"model {name!r} not found")
-    manifest = runtime.store.manifest(name, runtime.store.resolve(name, version))
+    # What this worker serves, and aliases as it last read them: metadata agrees with inference (and a
+    # damaged alias file does not break a client that reads metadata before it infers).
+    served = runtime.predictor.current(name) if version is None else None
+    if served is not None:
+        manifest = served.manifest
+    elif version is None:
+        manifest = runtime.store.manifest(name, runtime.store.resolve(name))
+    else:
+        manifest = runtime.store.manifest(name, runtime.predictor.version_of(name, version))
     return {
         "name": name,
         "versions": [str(v) for v in versions],
