@@ -173,12 +173,33 @@ class Job:
         return shown
 
 
-def _storage_error(exc: sqlite3.Error, doing: str) -> model_store.StorageError:
-    """The StorageError for a failed SQLite call: its message (no path), and an errno when it has one."""
+def _file_system_state(folder: Path) -> tuple[str, int] | None:
+    """What is wrong with the file system under `folder`, if it is read-only, full or not writable to us.
+
+    SQLite often says only "unable to open database file"; this says why."""
+    try:
+        stats = os.statvfs(folder if folder.exists() else folder.parent)
+    except OSError:
+        return None
+    if stats.f_flag & os.ST_RDONLY:
+        return "the store's file system is mounted read-only", errno.EROFS
+    if stats.f_bavail == 0:
+        return "the store's file system is full", errno.ENOSPC
+    if not os.access(folder if folder.exists() else folder.parent, os.W_OK):
+        return "the store is not writable by this process", errno.EACCES
+    return None
+
+
+def _storage_error(exc: sqlite3.Error, doing: str, folder: Path) -> model_store.StorageError:
+    """The StorageError for a failed SQLite call: its message (no path), why, and an errno when known."""
+    cause = f"{exc} (SQLite)"
     code = _SQLITE_ERRNO.get(getattr(exc, "sqlite_errorcode", -1) & 0xFF)
     if code is None and "disk is full" in str(exc):
         code = errno.ENOSPC
-    return model_store.storage_error(doing, f"{exc} (SQLite)", code)
+    state = _file_system_state(folder)
+    if state is not None:
+        cause, code = f"{cause}; {state[0]}", state[1]
+    return model_store.storage_error(doing, cause, code)
 
 
 def _is_storage_failure(exc: sqlite3.Error) -> bool:
@@ -220,7 +241,7 @@ class JobStore:
         except sqlite3.Error as exc:
             if not _is_storage_failure(exc):
                 raise
-            raise _storage_error(exc, doing) from exc
+            raise _storage_error(exc, doing, self.dir) from exc
 
     @contextlib.contextmanager
     def _connect(self, doing: str = "reading the training-job database") -> Iterator[sqlite3.Connection]:
