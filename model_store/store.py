@@ -214,7 +214,7 @@ class ModelStore:
                 continue
             parts = entry.relative_to(model_dir).parts
             if stat.S_ISLNK(mode):
-                raise self._damage(name, parts, SYMLINK)  # e.g. a .lock link would truncate its target
+                raise self._damage(name, parts, SYMLINK)  # not followed, whatever the lock library does
             if expected == "dir" and not stat.S_ISDIR(mode):
                 raise self._damage(name, parts, NOT_A_FOLDER)
         return model_dir

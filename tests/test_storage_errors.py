@@ -2,12 +2,17 @@
 goes on, /metrics keeps answering, and the job runner says so once rather than a traceback every tick.
 
 The store lives on a real tmpfs mounted for the test (remounted read-only, or filled): as root, file
-permissions would not stop the server, a read-only mount does.
+permissions would not stop the server, a read-only mount does. Permissions are tested by running
+lstm-serve as `nobody`.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,9 +21,10 @@ import httpx
 import pytest
 
 import model_store
+from service.jobs import JobStore
 from tests.conftest import save_tiny
-from tests.test_e2e import TINY_PARAMS, Server, start_server, stop
-from tests.test_faults import fill
+from tests.test_e2e import TINY_PARAMS, Server, free_port, start_server, stop
+from tests.test_faults import REPO, fill
 
 pytestmark = pytest.mark.slow
 
@@ -156,3 +162,85 @@ def test_full_store_answers_507_and_recovers_when_space_is_freed(tmpfs: Path, tm
         stop(server)
         if filler is not None:
             filler.unlink()
+
+
+def start_as_nobody(root: Path, log: Path) -> Server:
+    """lstm-serve run as the unprivileged user `nobody`, which may read the store but not write it."""
+    port = free_port()
+    environment = os.environ | {"LSTM_POLL_INTERVAL": "0.2", "LSTM_LOG_LEVEL": "warning", "HOME": "/tmp"}
+    command = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-m", "service"]
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [*command, "--store", str(root), "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=environment,
+            cwd=REPO,
+        )
+    server = Server(url=f"http://127.0.0.1:{port}", port=port, process=process, log=log)
+    try:
+        assert wait_for(lambda: process.poll() is not None or _ready(server)), log.read_text()
+        assert process.poll() is None, log.read_text()
+    except BaseException:
+        stop(server)
+        raise
+    return server
+
+
+def _ready(server: Server) -> bool:
+    try:
+        return httpx.get(f"{server.url}/readyz", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def test_store_not_writable_by_the_server_user_answers_503_naming_the_cause() -> None:
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is needed to run lstm-serve as nobody")
+    # Not under tmp_path: pytest makes /tmp/pytest-of-root 0700, which nobody cannot enter.
+    top = Path(tempfile.mkdtemp(prefix="lstm-nobody-"))
+    try:
+        top.chmod(0o755)
+        store = model_store.ModelStore(top / "store")
+        save_tiny(store, seed=1)
+        save_tiny(store, seed=2)
+        store.set_alias("lstm", model_store.PRODUCTION, 1)
+        JobStore(store.root)  # the job database exists, owned by root
+        server = start_as_nobody(store.root, top / "serve.log")
+        try:
+            assert served_version(server) == 1
+            promoted = httpx.put(f"{server.url}/models/lstm/aliases/production", json={"version": 2}, timeout=30)
+            assert promoted.status_code == 503 and "Permission denied (EACCES)" in promoted.json()["error"]
+            trained = httpx.post(f"{server.url}/train", json={"params": TINY_PARAMS}, timeout=30)
+            assert trained.status_code == 503, trained.text
+            assert "not writable by this process" in trained.json()["error"]
+            assert httpx.get(f"{server.url}/metrics", timeout=30).status_code == 200
+            time.sleep(1)
+            assert len(lines(server, "job runner paused")) == 1
+            assert lines(server, "Traceback") == []
+        finally:
+            stop(server)
+        assert store.aliases("lstm") == {model_store.PRODUCTION: 1}
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def test_garbage_job_database_is_503_and_serving_goes_on(tmp_path: Path) -> None:
+    store = model_store.ModelStore(tmp_path / "store")
+    save_tiny(store, seed=1)
+    (store.root / ".jobs").mkdir()
+    (store.root / ".jobs/jobs.sqlite3").write_bytes(b"not a database, " * 512)
+    server = start_server(store.root, tmp_path / "serve.log", LSTM_JOB_POLL_INTERVAL="0.1")
+    try:
+        assert served_version(server) == 1
+        for response in (
+            httpx.get(f"{server.url}/train", timeout=30),
+            httpx.post(f"{server.url}/train", json={"params": TINY_PARAMS}, timeout=30),
+        ):
+            assert response.status_code == 503 and "file is not a database" in response.json()["error"]
+        metrics = httpx.get(f"{server.url}/metrics", timeout=30)
+        assert metrics.status_code == 200 and "lstm_jobs_database_up 0.0" in metrics.text
+        time.sleep(1)  # ten runner ticks
+        assert len(lines(server, "job runner paused")) == 1 and lines(server, "Traceback") == []
+    finally:
+        stop(server)

@@ -162,6 +162,26 @@ def test_model_folder_that_is_a_file_or_a_link_is_not_a_model(
     assert outside.versions("evil") == [1]
 
 
+def test_a_linked_lock_file_is_refused_before_a_writer_opens_it(
+    two_models: model_store.ModelStore, tmp_path: Path
+) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    lock = two_models.root / "lstm/.lock"
+    lock.unlink()
+    # filelock 4 opens with O_NOFOLLOW (an older one truncated the target); either way it is named damage now.
+    lock.symlink_to(victim)
+    for write in (
+        lambda: save_tiny(two_models, seed=5),
+        lambda: two_models.set_alias("lstm", "production", 2),
+        lambda: two_models.delete("lstm", 2),
+    ):
+        with pytest.raises(model_store.DamagedModelError, match=".lock: a symbolic link"):
+            write()
+    assert victim.read_bytes() == b"precious"
+    assert two_models.versions("lstm") == [1, 2] and two_models.aliases("lstm") == {"production": 1}
+
+
 def test_linked_version_folder_and_files_are_refused(two_models: model_store.ModelStore, tmp_path: Path) -> None:
     versions = two_models.root / "lstm/versions"
     outside = model_store.ModelStore(tmp_path / "outside")
