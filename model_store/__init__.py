@@ -2,16 +2,21 @@
 
 from model_store.cpu import CpuBudget, cpu_budget
 from model_store.errors import (
+    DamagedModelError,
+    DamagedVersionError,
     IntegrityError,
     InvalidNameError,
     ModelNotFoundError,
+    StorageError,
+    StorageFullError,
     StoreError,
     VersionInUseError,
     VersionNotFoundError,
+    storage_error,
 )
 from model_store.manifest import Manifest, TensorSpec, sequence_spec
 from model_store.names import MAX_VERSION, NAME_PATTERN, check_name, check_version, is_version_text
-from model_store.store import PRODUCTION, LoadedModel, ModelStore, sha256_hex
+from model_store.store import PRODUCTION, LoadedModel, ModelReport, ModelStore, Scan, sha256_hex
 from model_store.torchscript import ScriptModule, from_bytes, script, to_bytes
 
 __all__ = [
@@ -19,13 +24,19 @@ __all__ = [
     "NAME_PATTERN",
     "PRODUCTION",
     "CpuBudget",
+    "DamagedModelError",
+    "DamagedVersionError",
     "IntegrityError",
     "InvalidNameError",
     "LoadedModel",
     "Manifest",
     "ModelNotFoundError",
+    "ModelReport",
     "ModelStore",
+    "Scan",
     "ScriptModule",
+    "StorageError",
+    "StorageFullError",
     "StoreError",
     "TensorSpec",
     "VersionInUseError",
@@ -38,5 +49,6 @@ __all__ = [
     "script",
     "sequence_spec",
     "sha256_hex",
+    "storage_error",
     "to_bytes",
 ]

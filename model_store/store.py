@@ -11,20 +11,26 @@ Layout (a folder several processes may share)::
 A version is staged in a hidden folder on the same file system, fsynced, then renamed into
 `versions/` under the model's lock, so readers see all of it or nothing. Numbers are allocated
 under the same lock from a counter that only grows, so a deleted number is never reused.
+
+Damage stays with the model it touches: a garbage aliases.json or manifest, a symbolic link or a
+file where a folder belongs raise DamagedModelError naming the entry, and `scan()` lists the other
+models apart from the damaged ones. Nothing below the root is reached through a symbolic link: every
+file is opened component by component with O_NOFOLLOW, so what is read is inside the store. Failures
+of the file system itself (read-only, full, unreadable) are StorageError.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import shutil
+import stat
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,18 +38,34 @@ from typing import Any
 import torch
 from filelock import FileLock
 
+from model_store import aliases as alias_file
 from model_store import torchscript
+from model_store.aliases import ALIASES_FILE
 from model_store.errors import (
+    DamagedModelError,
+    DamagedVersionError,
     IntegrityError,
+    InvalidNameError,
     ModelNotFoundError,
     VersionInUseError,
     VersionNotFoundError,
+    storage_errors,
 )
 from model_store.manifest import CHECKPOINT_FILE, MANIFEST_FILE, Manifest, TensorSpec
 from model_store.names import check_name, check_version, is_version_text
+from model_store.safe_files import (
+    NOT_A_FOLDER,
+    SYMLINK,
+    UnsafeEntryError,
+    check_file_below,
+    entry_kind,
+    exists_in,
+    read_below,
+    scan_below,
+)
 
 PRODUCTION = "production"
-ALIASES_FILE = "aliases.json"
+DAMAGED_ALIASES_FILE = "aliases.json.damaged"  # the last damaged alias file a set_alias replaced, kept to inspect
 COUNTER_FILE = "next_version"
 LOCK_FILE = ".lock"
 STAGING_PREFIX = ".staging-"
@@ -51,6 +73,7 @@ TRASH_PREFIX = ".trash-"
 # A staging folder this old belongs to a writer that died; it is swept on the next save.
 STALE_STAGING_SECONDS = 3600.0
 LOCK_TIMEOUT_SECONDS = 60.0
+MAX_MANIFEST_BYTES = 16 << 20  # a larger manifest is damage, not something to read whole
 
 
 @dataclass(frozen=True)
@@ -106,13 +129,43 @@ def _replace_file(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+MODEL_FOLDER = "the model folder"  # the `path` of a DamagedModelError about the model's folder itself
+
+
+@dataclass(frozen=True)
+class Scan:
+    """The store's root as `scan()` found it: usable models, and entries named like models that are damaged."""
+
+    models: list[str]
+    damaged: list[DamagedModelError]
+
+
+@dataclass(frozen=True)
+class ModelReport:
+    """One model as /models shows it: its readable manifests, its aliases, and whatever of it is damaged."""
+
+    name: str
+    manifests: list[Manifest]
+    aliases: dict[str, int]  # {} when the alias file is damaged (it is then the first entry of `damaged`)
+    damaged: list[DamagedModelError] = field(default_factory=list)
+
+
+def _discard(path: Path) -> None:
+    """Remove whatever is at `path` (a folder, a file or a link; the link itself, never its target)."""
+    with contextlib.suppress(FileNotFoundError):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
 class ModelStore:
     """Named models, immutable numbered versions and aliases in one folder."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
 
-    # ---- paths -------------------------------------------------------------------------
+    # ---- paths and safe reading ---------------------------------------------------------
 
     def _model_dir(self, name: str) -> Path:
         return self.root / check_name(name)
@@ -120,64 +173,193 @@ class ModelStore:
     def _version_dir(self, name: str, version: int) -> Path:
         return self._model_dir(name) / "versions" / str(check_version(version))
 
+    @staticmethod
+    def _damage(name: str, parts: Sequence[str], problem: str) -> DamagedModelError:
+        """The DamagedModelError for root/name/parts... (parts relative to the model's folder)."""
+        version = None
+        if len(parts) >= 2 and parts[0] == "versions" and is_version_text(parts[1]) and parts[1][0] != "0":
+            version = int(parts[1])
+        if version is not None:
+            return DamagedVersionError(name, "/".join(parts), problem, version)
+        return DamagedModelError(name, "/".join(parts) or MODEL_FOLDER, problem)
+
+    def _unsafe(self, name: str, exc: UnsafeEntryError) -> DamagedModelError:
+        return self._damage(name, exc.parts[1 : exc.depth + 1], exc.problem)  # parts[0] is the model's name
+
+    def _read(self, name: str, *parts: str, limit: int | None = None) -> bytes:
+        """The bytes of NAME/parts..., reached without following a link; FileNotFoundError when missing."""
+        try:
+            data = read_below(self.root, (check_name(name), *parts), limit)
+        except UnsafeEntryError as exc:
+            raise self._unsafe(name, exc) from None
+        if limit is not None and len(data) > limit:
+            raise self._damage(name, parts, f"larger than {limit} bytes")
+        return data
+
     @contextlib.contextmanager
-    def _locked(self, name: str) -> Iterator[Path]:
+    def _scan_dir(self, name: str, *parts: str) -> Iterator[tuple[int, list[os.DirEntry[str]]]]:
+        try:
+            with scan_below(self.root, (check_name(name), *parts)) as found:
+                yield found
+        except UnsafeEntryError as exc:
+            raise self._unsafe(name, exc) from None
+
+    def _writable_model_dir(self, name: str) -> Path:
+        """The model's folder for a writer, refused when it (or what a writer opens in it) is a link or a file."""
         model_dir = self._model_dir(name)
-        (model_dir / "versions").mkdir(parents=True, exist_ok=True)
+        for entry, expected in ((model_dir, "dir"), (model_dir / "versions", "dir"), (model_dir / LOCK_FILE, "file")):
+            try:
+                mode = os.lstat(entry).st_mode
+            except FileNotFoundError:
+                continue
+            parts = entry.relative_to(model_dir).parts
+            if stat.S_ISLNK(mode):
+                raise self._damage(name, parts, SYMLINK)  # not followed, whatever the lock library does
+            if expected == "dir" and not stat.S_ISDIR(mode):
+                raise self._damage(name, parts, NOT_A_FOLDER)
+        return model_dir
+
+    @contextlib.contextmanager
+    def _locked(self, name: str, create: bool = False) -> Iterator[Path]:
+        """Hold the model's lock; only a save creates the model's folder (an alias or delete of an unknown
+        model is a ModelNotFoundError, and leaves nothing behind)."""
+        model_dir = self._writable_model_dir(name)
+        if create:
+            (model_dir / "versions").mkdir(parents=True, exist_ok=True)
+        elif not self.versions(name):
+            raise ModelNotFoundError(f"model {name!r} not found")
         with FileLock(str(model_dir / LOCK_FILE), timeout=LOCK_TIMEOUT_SECONDS):
             yield model_dir
 
     # ---- reading -----------------------------------------------------------------------
 
-    def models(self) -> list[str]:
-        """Names of the models that have at least one version, sorted."""
-        if not self.root.is_dir():
-            return []
-        names = []
-        for entry in self.root.iterdir():
+    def scan(self) -> Scan:
+        """The models that have at least one version, and the entries named like models that are damaged."""
+        with storage_errors("listing the store's models"):
             try:
-                check_name(entry.name)
-            except ValueError:
-                continue
-            if self.versions(entry.name):
-                names.append(entry.name)
-        return sorted(names)
+                with os.scandir(self.root) as found:  # the root itself may be a link
+                    entries = sorted(found, key=lambda entry: entry.name)
+            except (FileNotFoundError, NotADirectoryError):
+                return Scan([], [])
+            models, damaged = [], []
+            for entry in entries:
+                try:
+                    check_name(entry.name)
+                except InvalidNameError:
+                    continue  # not ours (lost+found, .jobs, notes)
+                problem = entry_kind(entry)
+                if problem is not None:
+                    damaged.append(self._damage(entry.name, (), problem))
+                    continue
+                try:
+                    if self.versions(entry.name):
+                        models.append(entry.name)
+                except DamagedModelError as exc:
+                    damaged.append(exc)
+            return Scan(models, damaged)
+
+    def models(self) -> list[str]:
+        """Names of the usable models that have at least one version, sorted (damaged folders are left out)."""
+        return self.scan().models
 
     def versions(self, name: str) -> list[int]:
-        """Published versions of `name`, ascending; [] when the model does not exist."""
-        versions_dir = self._model_dir(name) / "versions"
-        if not versions_dir.is_dir():
-            return []
-        found = []
-        for entry in versions_dir.iterdir():
-            if is_version_text(entry.name) and not entry.name.startswith("0") and (entry / MANIFEST_FILE).is_file():
-                found.append(int(entry.name))
-        return sorted(found)
+        """Published versions of `name`, ascending; [] when the model does not exist.
+
+        A version is a real folder named by its number (no link, no leading zero) holding a manifest.json.
+        """
+        check_name(name)
+        with storage_errors(f"listing the versions of {name!r}"):
+            try:
+                with self._scan_dir(name, "versions") as (fd, entries):
+                    return sorted(int(entry.name) for entry in entries if self._is_version(fd, entry))
+            except FileNotFoundError:
+                return []
+
+    @staticmethod
+    def _is_version(versions_fd: int, entry: os.DirEntry[str]) -> bool:
+        return (
+            is_version_text(entry.name)
+            and not entry.name.startswith("0")
+            and entry_kind(entry) is None
+            and exists_in(versions_fd, f"{entry.name}/{MANIFEST_FILE}")
+        )
 
     def manifest(self, name: str, version: int) -> Manifest:
-        """The manifest of one published version."""
-        path = self._version_dir(name, version) / MANIFEST_FILE
+        """The manifest of one published version; DamagedModelError when it is not a valid manifest."""
+        check_version(version)
+        with storage_errors(f"reading the manifest of {name!r} version {version}"):
+            try:
+                raw = self._read(name, "versions", str(version), MANIFEST_FILE, limit=MAX_MANIFEST_BYTES)
+            except FileNotFoundError:
+                self._raise_missing(name, version)
+                raise  # unreachable: _raise_missing always raises
         try:
-            return Manifest.from_json(path.read_bytes())
-        except FileNotFoundError:
-            self._raise_missing(name, version)
-            raise  # unreachable: _raise_missing always raises
+            return Manifest.from_json(raw)
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+            problem = f"not a valid manifest ({type(exc).__name__}: {str(exc)[:120]})"
+            raise self._damage(name, ("versions", str(version), MANIFEST_FILE), problem) from None
+
+    def _file_parts(self, name: str, version: int, filename: str) -> tuple[str, ...]:
+        manifest = self.manifest(name, version)
+        if filename not in manifest.files or not _plain_name(filename):
+            raise FileNotFoundError(f"{name} version {version} has no file {filename!r}")
+        return ("versions", str(version), filename)
 
     def version_file(self, name: str, version: int, filename: str) -> Path:
-        """The path of a file the version was published with (e.g. its report picture)."""
-        manifest = self.manifest(name, version)
-        if filename not in manifest.files:
-            raise FileNotFoundError(f"{name} version {version} has no file {filename!r}")
-        return self._version_dir(name, version) / filename
+        """The path of a file the version was published with, checked to be a regular file inside the store."""
+        parts = self._file_parts(name, version, filename)
+        with storage_errors(f"reading {filename} of {name!r} version {version}"):
+            try:
+                check_file_below(self.root, (name, *parts))
+            except UnsafeEntryError as exc:
+                raise self._unsafe(name, exc) from None
+        return self._model_dir(name).joinpath(*parts)
+
+    def read_version_file(self, name: str, version: int, filename: str) -> bytes:
+        """The bytes of a file the version was published with (e.g. its report picture), read inside the store."""
+        parts = self._file_parts(name, version, filename)
+        with storage_errors(f"reading {filename} of {name!r} version {version}"):
+            return self._read(name, *parts)
+
+    def _alias_bytes(self, name: str) -> bytes | None:
+        with storage_errors(f"reading the aliases of {name!r}"):
+            try:
+                return self._read(name, ALIASES_FILE, limit=alias_file.MAX_ALIASES_BYTES)
+            except FileNotFoundError:
+                return None
+
+    def _aliases(self, name: str, versions: Sequence[int]) -> dict[str, int]:
+        raw = self._alias_bytes(name)
+        return {} if raw is None else alias_file.parse(name, raw, versions)
 
     def aliases(self, name: str) -> dict[str, int]:
-        """The model's aliases; {} when it has none."""
-        path = self._model_dir(name) / ALIASES_FILE
+        """The model's aliases; {} when it has none; DamagedModelError when aliases.json is not valid."""
+        return self._aliases(name, self.versions(name))
+
+    def inspect(self, name: str) -> ModelReport:
+        """The model's readable manifests and aliases, and each damaged part of it instead of an exception."""
+        versions = self.versions(name)
+        damaged = []
         try:
-            raw = json.loads(path.read_bytes())
-        except FileNotFoundError:
-            return {}
-        return {str(alias): int(version) for alias, version in raw.items()}
+            aliases = self._aliases(name, versions)
+        except DamagedModelError as exc:
+            aliases = {}
+            damaged.append(exc)
+        with storage_errors(f"listing the versions of {name!r}"), contextlib.suppress(FileNotFoundError):
+            with self._scan_dir(name, "versions") as (fd, entries):
+                listed = {str(version) for version in versions}
+                for entry in sorted(entries, key=lambda entry: entry.name):
+                    if entry.name not in listed:
+                        damaged.append(self._damage(name, ("versions", entry.name), _not_a_version(fd, entry)))
+        manifests = []
+        for version in versions:
+            try:
+                manifests.append(self.manifest(name, version))
+            except DamagedModelError as exc:
+                damaged.append(exc)
+            except (ModelNotFoundError, VersionNotFoundError):
+                continue  # deleted between listing and reading
+        return ModelReport(name=name, manifests=manifests, aliases=aliases, damaged=damaged)
 
     def resolve(self, name: str, ref: int | str | None = None) -> int:
         """The version number that `ref` names.
@@ -189,14 +371,15 @@ class ModelStore:
         if not versions:
             raise ModelNotFoundError(f"model {name!r} not found")
         if ref is None:
-            return self.aliases(name).get(PRODUCTION, versions[-1])
+            return self._aliases(name, versions).get(PRODUCTION, versions[-1])
         if isinstance(ref, int) or is_version_text(ref):
             version = check_version(int(ref))
             if version not in versions:
                 raise VersionNotFoundError(f"model {name!r} has no version {version}; it has {versions}")
             return version
-        aliases = self.aliases(name)
-        if check_name(ref, "alias") not in aliases:
+        check_name(ref, "alias")
+        aliases = self._aliases(name, versions)
+        if ref not in aliases:
             raise VersionNotFoundError(f"model {name!r} has no alias {ref!r}; it has {sorted(aliases)}")
         return aliases[ref]
 
@@ -204,14 +387,22 @@ class ModelStore:
         """Load a version after checking its checkpoint against the manifest's sha256."""
         version = self.resolve(name, ref)
         manifest = self.manifest(name, version)
-        data = (self._version_dir(name, version) / CHECKPOINT_FILE).read_bytes()
+        with storage_errors(f"reading the checkpoint of {name!r} version {version}"):
+            try:
+                data = self._read(name, "versions", str(version), CHECKPOINT_FILE)
+            except FileNotFoundError:
+                raise self._damage(name, ("versions", str(version), CHECKPOINT_FILE), "missing") from None
         digest = sha256_hex(data)
         if digest != manifest.sha256:
             raise IntegrityError(
-                f"{name} version {version}: checkpoint sha256 {digest} does not match the manifest's "
-                f"{manifest.sha256}; refusing to load it"
+                f"{name} version {version} cannot be served: checkpoint sha256 {digest} does not match the "
+                f"manifest's {manifest.sha256}; refusing to load it"
             )
-        return LoadedModel(manifest=manifest, module=torchscript.from_bytes(data))
+        try:
+            module = torchscript.from_bytes(data)
+        except Exception as exc:  # whatever a hash-matching but hostile archive makes the loader raise
+            raise IntegrityError(f"{name} version {version} cannot be served: {exc}") from None
+        return LoadedModel(manifest=manifest, module=module)
 
     def _raise_missing(self, name: str, version: int) -> None:
         if not self.versions(name):
@@ -233,13 +424,27 @@ class ModelStore:
         extra_files: Mapping[str, bytes] | None = None,
     ) -> Manifest:
         """Publish a new version of `name` whole, or not at all; return its manifest."""
-        model_dir = self._model_dir(name)
-        model_dir.mkdir(parents=True, exist_ok=True)
-        self._sweep_stale(model_dir)
         extra = dict(extra_files or {})
         for filename in extra:
-            if filename in (CHECKPOINT_FILE, MANIFEST_FILE) or Path(filename).name != filename or filename[0] == ".":
+            if filename in (CHECKPOINT_FILE, MANIFEST_FILE) or not _plain_name(filename) or filename[0] == ".":
                 raise ValueError(f"invalid extra file name {filename!r}")
+        with storage_errors(f"saving a version of {name!r}"):
+            return self._save(name, module, inputs, outputs, params, metrics, data, extra)
+
+    def _save(
+        self,
+        name: str,
+        module: torchscript.ScriptModule,
+        inputs: tuple[TensorSpec, ...],
+        outputs: tuple[TensorSpec, ...],
+        params: Mapping[str, Any] | None,
+        metrics: Mapping[str, Any] | None,
+        data: Mapping[str, Any] | None,
+        extra: dict[str, bytes],
+    ) -> Manifest:
+        model_dir = self._writable_model_dir(name)
+        model_dir.mkdir(parents=True, exist_ok=True)
+        self._sweep_stale(model_dir)
         checkpoint = torchscript.to_bytes(module)
         staging = model_dir / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
         staging.mkdir()
@@ -260,7 +465,7 @@ class ModelStore:
                 data=dict(data or {}),
                 files=(CHECKPOINT_FILE, MANIFEST_FILE, *sorted(extra)),
             )
-            with self._locked(name):
+            with self._locked(name, create=True):
                 version = self._allocate(model_dir)
                 manifest = replace(
                     draft, version=version, created_at=datetime.now(UTC).isoformat(timespec="milliseconds")
@@ -281,9 +486,9 @@ class ModelStore:
     def _allocate(self, model_dir: Path) -> int:
         """The next version number (caller holds the lock): above the counter and every folder."""
         try:
-            counter = int((model_dir / COUNTER_FILE).read_text().strip())
-        except (FileNotFoundError, ValueError):
-            counter = 1
+            counter = int(self._read(model_dir.name, COUNTER_FILE, limit=64).strip())
+        except (FileNotFoundError, ValueError, DamagedModelError):
+            counter = 1  # a damaged counter: the published versions below still keep their numbers unique
         existing = self.versions(model_dir.name)
         return check_version(max(counter, existing[-1] + 1 if existing else 1))
 
@@ -295,37 +500,81 @@ class ModelStore:
                     if now - entry.stat().st_mtime > STALE_STAGING_SECONDS:
                         shutil.rmtree(entry, ignore_errors=True)
 
-    def set_alias(self, name: str, alias: str, version: int) -> None:
-        """Point `alias` at an existing version; the alias file is replaced atomically."""
+    def set_alias(self, name: str, alias: str, version: int) -> DamagedModelError | None:
+        """Point `alias` at an existing version; the alias file is replaced atomically.
+
+        A damaged alias file is repaired: its valid entries are kept, the damaged file is kept beside it as
+        aliases.json.damaged, and the damage it replaced is returned (else None).
+        """
         check_name(alias, "alias")
-        with self._locked(name) as model_dir:
-            if version not in self.versions(name):
+        check_version(version)
+        with storage_errors(f"setting alias {alias!r} of {name!r}"), self._locked(name) as model_dir:
+            versions = self.versions(name)
+            if version not in versions:
                 self._raise_missing(name, version)
-            aliases = self.aliases(name)
+            replaced = None
+            try:
+                aliases = self._aliases(name, versions)
+            except DamagedModelError as damage:
+                if damage.path != ALIASES_FILE:
+                    raise
+                replaced, aliases = damage, self._salvage(name, versions)
+                _discard(model_dir / DAMAGED_ALIASES_FILE)
+                os.replace(model_dir / ALIASES_FILE, model_dir / DAMAGED_ALIASES_FILE)
             aliases[alias] = version
-            _replace_file(model_dir / ALIASES_FILE, json.dumps(aliases, sort_keys=True).encode() + b"\n")
+            _replace_file(model_dir / ALIASES_FILE, alias_file.dump(aliases))
+            return replaced
+
+    def _salvage(self, name: str, versions: Sequence[int]) -> dict[str, int]:
+        try:
+            raw = self._alias_bytes(name)
+        except DamagedModelError:  # a link or a folder: nothing in it to keep
+            return {}
+        return {} if raw is None else alias_file.salvage(raw, versions)
 
     def remove_alias(self, name: str, alias: str) -> None:
         """Drop `alias`; the model then serves its newest version unless another alias says otherwise."""
         check_name(alias, "alias")
-        with self._locked(name) as model_dir:
+        with storage_errors(f"removing alias {alias!r} of {name!r}"), self._locked(name) as model_dir:
             aliases = self.aliases(name)
             if aliases.pop(alias, None) is None:
-                raise VersionNotFoundError(f"model {name!r} has no alias {alias!r}")
-            _replace_file(model_dir / ALIASES_FILE, json.dumps(aliases, sort_keys=True).encode() + b"\n")
+                raise VersionNotFoundError(f"model {name!r} has no alias {alias!r}; it has {sorted(aliases)}")
+            _replace_file(model_dir / ALIASES_FILE, alias_file.dump(aliases))
 
     def delete(self, name: str, version: int) -> None:
         """Delete a version; refused while an alias points at it. Its number is never reused."""
-        with self._locked(name) as model_dir:
-            if version not in self.versions(name):
-                self._raise_missing(name, version)
-            holders = sorted(alias for alias, target in self.aliases(name).items() if target == version)
-            if holders:
-                raise VersionInUseError(f"{name} version {version} is aliased by {holders}; point them elsewhere first")
-            # Make sure the counter stays past this number even if it was never written.
-            counter = self._allocate(model_dir)
-            _replace_file(model_dir / COUNTER_FILE, f"{counter}\n".encode())
-            trash = model_dir / f"{TRASH_PREFIX}{version}-{uuid.uuid4().hex}"
-            os.rename(self._version_dir(name, version), trash)
-            _fsync_dir(model_dir / "versions")
-        shutil.rmtree(trash, ignore_errors=True)
+        check_version(version)
+        with storage_errors(f"deleting {name!r} version {version}"):
+            with self._locked(name) as model_dir:
+                versions = self.versions(name)
+                if version not in versions:
+                    self._raise_missing(name, version)
+                holders = sorted(alias for alias, target in self._aliases(name, versions).items() if target == version)
+                if holders:
+                    raise VersionInUseError(
+                        f"{name} version {version} is aliased by {holders}; point them elsewhere first"
+                    )
+                # Make sure the counter stays past this number even if it was never written.
+                counter = self._allocate(model_dir)
+                _replace_file(model_dir / COUNTER_FILE, f"{counter}\n".encode())
+                trash = model_dir / f"{TRASH_PREFIX}{version}-{uuid.uuid4().hex}"
+                os.rename(self._version_dir(name, version), trash)
+                _fsync_dir(model_dir / "versions")
+            shutil.rmtree(trash, ignore_errors=True)
+
+
+def _plain_name(filename: str) -> bool:
+    """A file name with no folder part: what a version may hold beside its checkpoint."""
+    return bool(filename) and filename not in (".", "..") and "/" not in filename and "\0" not in filename
+
+
+def _not_a_version(versions_fd: int, entry: os.DirEntry[str]) -> str:
+    """Why an entry of versions/ is not a version."""
+    kind = entry_kind(entry)
+    if kind is not None:
+        return kind
+    if not is_version_text(entry.name) or entry.name.startswith("0"):
+        return "not named by a version number (1 to 2147483647, no leading zero); ignored"
+    if not exists_in(versions_fd, f"{entry.name}/{MANIFEST_FILE}"):
+        return f"no {MANIFEST_FILE}; not a version"
+    return "not a version"

@@ -22,7 +22,7 @@ class NotFoundError(ServiceError, LookupError):
 
 
 class NotReadyError(ServiceError):
-    """No model is loaded yet (e.g. an empty store)."""
+    """No model is loaded yet (e.g. an empty store), or a model has no version that can be loaded."""
 
 
 class UnauthorizedError(ServiceError):
@@ -41,7 +41,10 @@ class BusyError(ServiceError):
     """A queue is full; try again later."""
 
 
-# Checked in order: the first class the exception is an instance of decides the status.
+# Checked in order: the first class the exception is an instance of decides the status. A version that
+# exists but cannot be served (fails verification, or its files are damaged) conflicts with the request
+# that names it: 409. A damaged model (its alias file or folder) and a failing file system are the
+# server's condition, not the client's: 503, or 507 when the disk is full.
 STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (InvalidInputError, 422),
     (PayloadTooLargeError, 413),
@@ -55,7 +58,11 @@ STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (model_store.ModelNotFoundError, 404),
     (model_store.VersionNotFoundError, 404),
     (model_store.VersionInUseError, 409),
-    (model_store.IntegrityError, 500),
+    (model_store.IntegrityError, 409),
+    (model_store.DamagedVersionError, 409),
+    (model_store.DamagedModelError, 503),
+    (model_store.StorageFullError, 507),
+    (model_store.StorageError, 503),
 )
 
 

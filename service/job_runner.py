@@ -25,6 +25,8 @@ from typing import Any
 
 import anyio.to_thread
 
+import model_store
+from service.conditions import Condition
 from service.jobs import CANCELLED, FAILED, SUCCEEDED, Job, JobStore, this_owner
 
 log = logging.getLogger("service.jobs")
@@ -91,16 +93,25 @@ class JobRunner:
 
     async def recover(self) -> None:
         """At start-up: jobs left running by a process that died become failed, before any request is answered."""
-        failed = await anyio.to_thread.run_sync(self.jobs.fail_orphans, self.settings.heartbeat_timeout)
+        try:
+            failed = await anyio.to_thread.run_sync(self.jobs.fail_orphans, self.settings.heartbeat_timeout)
+        except model_store.StorageError as exc:  # a read-only store still serves; the runner's ticks retry this
+            log.warning("cannot check for jobs left running: %s", exc)
+            return
         for job_id in failed:
             log.warning("job %s was running when its service stopped; marked failed", job_id)
 
     async def run_forever(self) -> None:
+        trouble = Condition(log, "job runner paused")
         while True:
             try:
                 await self.tick()
-            except Exception:  # the runner must outlive a bad tick (e.g. a locked database)
-                log.exception("job runner tick failed")
+            except model_store.StorageError as exc:  # a read-only or full store: said once, and once when it clears
+                trouble.failing(str(exc))
+            except Exception as exc:  # the runner must outlive a bad tick, without a traceback every tick
+                trouble.failing(f"tick failed: {exc!r}", traceback=True)
+            else:
+                trouble.ok()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
             self._wake.clear()

@@ -3,14 +3,21 @@
 Each call opens its own short connection, so any thread or process may use a JobStore. State
 changes that must not race (queue admission, claiming a job, cancelling) run in BEGIN
 IMMEDIATE transactions: SQLite then lets one writer at a time through, across processes.
+
+A database that cannot be opened, read or written (a read-only or full store, a damaged file)
+raises model_store.StorageError naming the cause, never a bare sqlite3 error; a store that is
+read-only at start-up still serves, and the jobs table is set up once it can be written.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import logging
 import os
 import reprlib
+import shutil
 import socket
 import sqlite3
 import time
@@ -21,6 +28,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+import model_store
+from model_store.errors import storage_errors
 from service.errors import BusyError, ConflictError, NotFoundError
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
@@ -29,6 +40,10 @@ FINISHED = (SUCCEEDED, FAILED, CANCELLED)
 JOBS_DIR = ".jobs"  # inside the store; a leading dot keeps it out of the model listing
 _shown = reprlib.Repr()  # ids come from URLs: a 60 kB one must not come back whole in the 404
 _shown.maxstring = 80
+log = logging.getLogger("service.jobs")
+DATASET_FILE = "dataset.npz"
+# SQLite's primary result codes that are the file system's condition, with the errno that says the same.
+_SQLITE_ERRNO = {8: errno.EROFS, 10: errno.EIO, 13: errno.ENOSPC, 14: errno.ENOENT}  # READONLY IOERR FULL CANTOPEN
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -158,35 +173,92 @@ class Job:
         return shown
 
 
+def _file_system_state(folder: Path) -> tuple[str, int] | None:
+    """What is wrong with the file system under `folder`, if it is read-only, full or not writable to us.
+
+    SQLite often says only "unable to open database file"; this says why."""
+    try:
+        stats = os.statvfs(folder if folder.exists() else folder.parent)
+    except OSError:
+        return None
+    if stats.f_flag & os.ST_RDONLY:
+        return "the store's file system is mounted read-only", errno.EROFS
+    if stats.f_bavail == 0:
+        return "the store's file system is full", errno.ENOSPC
+    if not os.access(folder if folder.exists() else folder.parent, os.W_OK):
+        return "the store is not writable by this process", errno.EACCES
+    return None
+
+
+def _storage_error(exc: sqlite3.Error, doing: str, folder: Path) -> model_store.StorageError:
+    """The StorageError for a failed SQLite call: its message (no path), why, and an errno when known."""
+    cause = f"{exc} (SQLite)"
+    code = _SQLITE_ERRNO.get(getattr(exc, "sqlite_errorcode", -1) & 0xFF)
+    if code is None and "disk is full" in str(exc):
+        code = errno.ENOSPC
+    state = _file_system_state(folder)
+    if state is not None:
+        cause, code = f"{cause}; {state[0]}", state[1]
+    return model_store.storage_error(doing, cause, code)
+
+
+def _is_storage_failure(exc: sqlite3.Error) -> bool:
+    # OperationalError: read-only, full, locked, cannot open, I/O; a bare DatabaseError: a damaged file.
+    # IntegrityError, ProgrammingError and the like are bugs of ours, not the storage's.
+    return type(exc) in (sqlite3.OperationalError, sqlite3.DatabaseError)
+
+
 class JobStore:
     """The jobs table of one store folder."""
 
     def __init__(self, store_dir: str | os.PathLike[str]) -> None:
         self.dir = Path(store_dir) / JOBS_DIR
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / "jobs.sqlite3"
-        with self._connect() as db:
+        self._ready = False
+        try:
+            self._setup()
+        except model_store.StorageError as exc:  # e.g. a read-only store: serving goes on, jobs answer 503
+            log.warning("training jobs are unavailable until the store can be written: %s", exc)
+
+    def _setup(self) -> None:
+        with storage_errors("creating the training-job database"):
+            self.dir.mkdir(parents=True, exist_ok=True)
+        with self._open("creating the training-job database") as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
+        self._ready = True
 
     @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
+    def _open(self, doing: str) -> Iterator[sqlite3.Connection]:
         try:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            try:
+                db.row_factory = sqlite3.Row
+                db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
+                yield db
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            if not _is_storage_failure(exc):
+                raise
+            raise _storage_error(exc, doing, self.dir) from exc
+
+    @contextlib.contextmanager
+    def _connect(self, doing: str = "reading the training-job database") -> Iterator[sqlite3.Connection]:
+        if not self._ready:
+            self._setup()
+        with self._open(doing) as db:
             yield db
-        finally:
-            db.close()
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._connect() as db:
+        with self._connect("writing the training-job database") as db:
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
             except BaseException:
-                db.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):  # a failed write may have ended the transaction already
+                    db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
 
@@ -204,9 +276,44 @@ class JobStore:
         queue_max: int,
         dataset: dict[str, Any] | None = None,
         job_id: str | None = None,
+        arrays: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> Job:
-        """Queue a job, or raise BusyError when `queue_max` jobs are already waiting."""
+        """Queue a job, or raise BusyError when `queue_max` jobs are already waiting.
+
+        `arrays` (the user's inputs and targets) are stored beside the job before it is queued, so a job
+        is never queued without the data it names (a full disk fails the request, not the job).
+        """
         job_id = job_id or uuid.uuid4().hex
+        if arrays is not None:
+            self._save_dataset(job_id, arrays)
+        try:
+            self._insert(model, preset, promote, params, max_epochs, queue_max, dataset, job_id)
+        except BaseException:
+            if arrays is not None:
+                shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+            raise
+        return self.get(job_id)
+
+    def _save_dataset(self, job_id: str, arrays: tuple[np.ndarray, np.ndarray]) -> None:
+        with storage_errors("storing the training dataset"):
+            job_dir = self.job_dir(job_id)
+            job_dir.mkdir(parents=True, exist_ok=True)
+            partial = job_dir / f".{DATASET_FILE}.partial"
+            with open(partial, "wb") as handle:
+                np.savez(handle, inputs=arrays[0], targets=arrays[1])
+            partial.rename(job_dir / DATASET_FILE)
+
+    def _insert(
+        self,
+        model: str,
+        preset: str,
+        promote: str,
+        params: dict[str, Any],
+        max_epochs: int,
+        queue_max: int,
+        dataset: dict[str, Any] | None,
+        job_id: str,
+    ) -> None:
         with self._write() as db:
             waiting = db.execute("SELECT COUNT(*) FROM jobs WHERE status = ?", (QUEUED,)).fetchone()[0]
             if waiting >= queue_max:
@@ -228,7 +335,6 @@ class JobStore:
                     max_epochs,
                 ),
             )
-        return self.get(job_id)
 
     def get(self, job_id: str) -> Job:
         with self._connect() as db:

@@ -1,4 +1,4 @@
-"""Prometheus metrics: request counts and latencies, batch sizes, served versions, load failures.
+"""Prometheus metrics: request counts and latencies, batch sizes, served versions, load failures, damage.
 
 With several workers, lstm-serve points PROMETHEUS_MULTIPROC_DIR at a shared folder before the
 workers start; prometheus-client then keeps values in per-process files and /metrics sums them.
@@ -45,6 +45,15 @@ SERVED_VERSION = Gauge(
 )
 LOAD_FAILURES = Counter("lstm_model_load_failures_total", "versions refused at load (hash or format)", ["model"])
 JOBS = Gauge("lstm_training_jobs", "training jobs by state", ["state"], multiprocess_mode="mostrecent")
+DAMAGED = Gauge(
+    "lstm_model_damaged",
+    "1 while the store reports the model damaged (its alias file, or its folder); 0 once repaired",
+    ["model"],
+    multiprocess_mode="mostrecent",
+)
+JOBS_DATABASE_UP = Gauge(
+    "lstm_jobs_database_up", "1 while the training-job database can be read, else 0", multiprocess_mode="mostrecent"
+)
 SWAPS = Counter("lstm_model_swaps_total", "times a worker switched the version it serves", ["model"])
 
 

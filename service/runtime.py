@@ -14,6 +14,7 @@ import torch
 import model_store
 from service import metrics
 from service.batching import Batcher
+from service.conditions import Condition
 from service.config import Settings
 from service.errors import NotReadyError
 from service.job_runner import JobRunner, RunnerSettings
@@ -34,8 +35,13 @@ class Runtime:
     runner: JobRunner | None = None
     batcher: Batcher | None = None
     sse_clients: int = 0
+    jobs_trouble: Condition = field(init=False)
+    poll_trouble: Condition = field(init=False)
+    _damage_published: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
+        self.jobs_trouble = Condition(log, "cannot read the training-job database for /metrics")
+        self.poll_trouble = Condition(log, "store poll failed")
         # One thread: torch already uses `torch_threads` inside a forward; more threads would only
         # make large requests contend. torch's thread count is per OS thread, so the inference
         # thread sets its own (otherwise it gets an OpenMP team that busy-waits on a second core).
@@ -76,7 +82,16 @@ class Runtime:
             self.runner.wake()
 
     def publish_jobs(self) -> None:
-        for state, count in self.jobs.counts().items():
+        """The job gauges for /metrics; when the job database cannot be read, lstm_jobs_database_up says so."""
+        try:
+            counts = self.jobs.counts()
+        except model_store.StorageError as exc:
+            metrics.JOBS_DATABASE_UP.set(0)
+            self.jobs_trouble.failing(str(exc))
+            return
+        metrics.JOBS_DATABASE_UP.set(1)
+        self.jobs_trouble.ok()
+        for state, count in counts.items():
             metrics.JOBS.labels(state).set(count)
 
     def not_ready_message(self) -> str:
@@ -86,8 +101,9 @@ class Runtime:
             f"{self.settings.poll_interval:g} s"
         )
 
-    async def model_for(self, name: str, version: int | None) -> ServedModel:
-        """The model a request asked for; a non-serving version is loaded off the event loop."""
+    async def model_for(self, name: str, version: int | str | None) -> ServedModel:
+        """The model a request asked for (a version, an alias, or None for the serving one); a non-serving
+        version is loaded off the event loop."""
         if not self.predictor.ready and version is None:
             if not self.store.versions(name):
                 raise NotReadyError(self.not_ready_message())
@@ -125,6 +141,12 @@ class Runtime:
             if failure.reported is False:
                 metrics.LOAD_FAILURES.labels(name).inc()
                 failure.reported = True
+        damaged = set(self.predictor.damage())
+        for name in damaged:
+            metrics.DAMAGED.labels(name).set(1)
+        for name in self._damage_published - damaged:
+            metrics.DAMAGED.labels(name).set(0)  # repaired: 0 rather than gone, so an alert sees it clear
+        self._damage_published = damaged
 
     async def poll(self) -> None:
         """Check the store every poll_interval seconds, for the life of the process."""
@@ -132,8 +154,10 @@ class Runtime:
             await asyncio.sleep(self.settings.poll_interval)
             try:
                 await self.refresh()
-            except Exception:  # a broken store must not stop the poller for good
-                log.exception("store poll failed")
+            except Exception as exc:  # a bug must not stop the poller for good, nor fill the log every tick
+                self.poll_trouble.failing(repr(exc), traceback=True)
+            else:
+                self.poll_trouble.ok()
 
     async def close(self) -> None:
         if self.batcher is not None:

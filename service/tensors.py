@@ -182,7 +182,7 @@ class ParsedPredict:
 
     inputs: Any  # nested lists, or a FlatTensor when the body took the fast path
     model: str
-    version: int | None
+    version: int | str | None  # a string is an alias, or digits (a version); the predictor checks which
 
 
 def parse_predict(body: bytes, *, default_model: str) -> ParsedPredict:
@@ -202,9 +202,15 @@ def parse_predict(body: bytes, *, default_model: str) -> ParsedPredict:
     if not isinstance(model, str):
         raise InvalidInputError(f"'model' is {json_kind(model)} but a model name (string) was expected")
     version = parsed.get("version")
-    if version is not None and (isinstance(version, bool) or not isinstance(version, int) or version < 1):
-        raise InvalidInputError(f"'version' is {json_kind(version)} but a positive integer was expected")
+    if version is not None and not isinstance(version, str) and not _is_positive_int(version):
+        raise InvalidInputError(
+            f"'version' is {json_kind(version)} but a positive integer or an alias name (a string) was expected"
+        )
     return ParsedPredict(inputs=parsed["inputs"], model=model, version=version)
+
+
+def _is_positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def encode_predict(outputs: Float32Array, model: str, version: int) -> bytes:

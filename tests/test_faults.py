@@ -264,7 +264,16 @@ def test_checkpoint_changed_on_disk_is_refused_and_the_last_good_version_keeps_s
         assert eventually(lambda: served_version(server) == 2)
         original = flip_a_byte(store.root / "lstm/versions/3/model.pt")
         promoted = httpx.put(f"{server.url}/models/lstm/aliases/production", json={"version": 3}, timeout=10)
-        assert promoted.status_code == 200 and promoted.json()["serving_version"] == 2, promoted.text
+        # Since issue 11 the target is verified before the alias is written: refused, the alias unchanged.
+        assert promoted.status_code == 409 and "sha256" in promoted.json()["error"], promoted.text
+        assert store.aliases("lstm") == {model_store.PRODUCTION: 2}
+        store.set_alias("lstm", model_store.PRODUCTION, 3)  # as a writer that does not verify (another process)
+        assert eventually(
+            lambda: (
+                [m for m in httpx.get(f"{server.url}/models").json()["models"] if m["name"] == "lstm"][0]["load_error"]
+                is not None
+            )
+        )
         (entry,) = [m for m in httpx.get(f"{server.url}/models").json()["models"] if m["name"] == "lstm"]
         assert entry["serving_version"] == 2
         assert entry["load_error"]["version"] == 3 and "sha256" in entry["load_error"]["error"]
@@ -282,7 +291,8 @@ def test_checkpoint_changed_on_disk_is_refused_and_the_last_good_version_keeps_s
         (entry,) = [m for m in httpx.get(f"{restarted.url}/models").json()["models"] if m["name"] == "lstm"]
         assert entry["serving_version"] is None and entry["load_error"]["version"] == 3
         refused = httpx.post(f"{restarted.url}/predict", json={"inputs": [[[0.5]]]})
-        assert refused.status_code == 500 and "no loadable version" in refused.json()["error"]
+        # 503 since issue 11 (a 500 before): the server's condition, said plainly.
+        assert refused.status_code == 503 and "no loadable version" in refused.json()["error"]
         assert "Traceback" not in refused.text
         assert served_version(restarted, "other") == 1
     finally:

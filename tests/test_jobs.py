@@ -161,13 +161,13 @@ def test_a_queued_job_already_has_its_dataset_on_disk(jobs_client: TestClient, m
     # A runner may claim a job the instant its row exists; a dataset written after that was once
     # missed, and the job trained on the preset's sines instead.
     seen: list[bool] = []
-    original = JobStore.create
+    original = JobStore._insert
 
-    def create(self: JobStore, **kwargs: Any) -> Job:
-        seen.append((self.job_dir(kwargs["job_id"]) / "dataset.npz").is_file())
-        return original(self, **kwargs)
+    def insert(self: JobStore, *args: Any) -> None:
+        seen.append((self.job_dir(args[-1]) / "dataset.npz").is_file())  # args[-1]: the job id
+        original(self, *args)
 
-    monkeypatch.setattr(JobStore, "create", create)
+    monkeypatch.setattr(JobStore, "_insert", insert)
     x = np.zeros((8, 2, 1)).tolist()
     body = {"preset": "tutorial", "params": {"max_epochs": 1}, "dataset": {"inputs": x, "targets": x}}
     assert jobs_client.post("/train", json=body).status_code == 202

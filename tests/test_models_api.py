@@ -104,7 +104,9 @@ def test_tampered_version_is_never_served(client: TestClient, served_store: mode
     assert client.post("/predict", json={"inputs": [[[0.1]]]}).json()["version"] == 2
     assert 'lstm_model_load_failures_total{model="lstm"} 1.0' in client.get("/metrics").text
     response = client.post("/predict", json={"inputs": [[[0.1]]], "version": 3})
-    assert response.status_code == 500 and "sha256" in response.json()["error"]
+    # A version that fails verification is a 409 that says why (it was a 500 before issue 11).
+    assert response.status_code == 409 and "sha256" in response.json()["error"]
+    assert "cannot be served" in response.json()["error"]
 
 
 def test_health_and_readiness(client: TestClient) -> None:

@@ -147,5 +147,8 @@ def test_oip_unknown_model_and_bad_version(client: TestClient) -> None:
     x = sines(3, 1)
     assert client.post("/v2/models/nope/infer", json=oip_json(x)).status_code == 404
     assert client.post("/v2/models/lstm/versions/7/infer", json=oip_json(x)).status_code == 404
+    # Since issue 11 a version path segment that is not a number is an alias: "x" is an unknown one.
     response = client.post("/v2/models/lstm/versions/x/infer", json=oip_json(x))
+    assert response.status_code == 404 and "no alias 'x'" in response.json()["error"]
+    response = client.post("/v2/models/lstm/versions/X!/infer", json=oip_json(x))
     assert response.status_code == 422 and "positive integer" in response.json()["error"]

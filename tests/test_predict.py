@@ -93,7 +93,10 @@ BAD_BODIES = [
     (b'{"inputs": [[[1.0]]], "version": 9}', 404, "no version 9"),
     (b'{"inputs": [[[1.0]]], "version": 0}', 422, "positive integer"),
     (b'{"inputs": [[[1.0]]], "version": true}', 422, "positive integer"),
-    (b'{"inputs": [[[1.0]]], "version": "1"}', 422, "positive integer"),
+    # Since issue 11 a string is an alias ("1" is version 1): an invalid alias name or a float is still a 422.
+    (b'{"inputs": [[[1.0]]], "version": "Prod!"}', 422, "invalid alias"),
+    (b'{"inputs": [[[1.0]]], "version": 1.5}', 422, "positive integer"),
+    (b'{"inputs": [[[1.0]]], "version": "staging"}', 404, "no alias 'staging'"),
 ]
 
 

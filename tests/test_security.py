@@ -87,10 +87,10 @@ def test_a_500_has_no_traceback_and_names_its_request_id_in_the_answer_and_the_l
     app = create_app(Settings(store_dir=served_store.root))
     with TestClient(app, client=LOOPBACK, raise_server_exceptions=False) as client:
 
-        def broken() -> list[str]:
+        def broken() -> model_store.Scan:
             raise RuntimeError("secret internals /etc/passwd")
 
-        app.state.runtime.store.models = broken
+        app.state.runtime.store.scan = broken  # what GET /models lists the store with
         with caplog.at_level(logging.ERROR, logger="service.app"):
             response = client.get("/models", headers={"X-Request-ID": "trace-me-123"})
     assert response.status_code == 500

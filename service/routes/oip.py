@@ -64,19 +64,31 @@ def _server_version() -> str:
         return "0"
 
 
-def _parse_version(raw: str | None) -> int | None:
-    if raw is None:
-        return None
-    if not model_store.is_version_text(raw):
-        raise InvalidInputError(f"model version {brief(raw)} is not a positive integer")
-    return model_store.check_version(int(raw))
+def _parse_version(raw: str) -> int | str:
+    """A version number, or an alias (any other valid name); a numeric string is always a version."""
+    if model_store.is_version_text(raw):
+        return model_store.check_version(int(raw))
+    try:
+        return model_store.check_name(raw, "alias")
+    except model_store.InvalidNameError:
+        raise InvalidInputError(
+            f"model version {brief(raw)} is neither a positive integer nor an alias name ({model_store.NAME_PATTERN})"
+        ) from None
 
 
-def _metadata(runtime: Runtime, name: str, version: int | None) -> dict[str, Any]:
+def _metadata(runtime: Runtime, name: str, version: int | str | None) -> dict[str, Any]:
     versions = runtime.store.versions(name)
     if not versions:
         raise model_store.ModelNotFoundError(f"model {name!r} not found")
-    manifest = runtime.store.manifest(name, runtime.store.resolve(name, version))
+    # What this worker serves, and aliases as it last read them: metadata agrees with inference (and a
+    # damaged alias file does not break a client that reads metadata before it infers).
+    served = runtime.predictor.current(name) if version is None else None
+    if served is not None:
+        manifest = served.manifest
+    elif version is None:
+        manifest = runtime.store.manifest(name, runtime.store.resolve(name))
+    else:
+        manifest = runtime.store.manifest(name, runtime.predictor.version_of(name, version))
     return {
         "name": name,
         "versions": [str(v) for v in versions],
@@ -86,7 +98,7 @@ def _metadata(runtime: Runtime, name: str, version: int | None) -> dict[str, Any
     }
 
 
-async def _infer(request: Request, runtime: Runtime, name: str, version: int | None) -> Response:
+async def _infer(request: Request, runtime: Runtime, name: str, version: int | str | None) -> Response:
     body = await request.body()  # BodyLimitMiddleware bounds it
     header_length = parse_header_length(request.headers.get(HEADER_LENGTH_HEADER))
     served: ServedModel = await runtime.model_for(name, version)
@@ -135,11 +147,11 @@ async def model_metadata(name: str, runtime: RuntimeDep) -> dict[str, Any]:
 
 @router.get("/models/{name}/versions/{model_version}")
 async def model_version_metadata(name: str, model_version: str, runtime: RuntimeDep) -> dict[str, Any]:
-    """One version's input and output tensors."""
+    """One version's input and output tensors; `model_version` is a number or an alias."""
     return _metadata(runtime, name, _parse_version(model_version))
 
 
-async def _ready(runtime: Runtime, name: str, version: int | None) -> Response:
+async def _ready(runtime: Runtime, name: str, version: int | str | None) -> Response:
     await runtime.model_for(name, version)  # 404 unknown, 503 empty store; loads a named version
     return json_response({"name": name, "ready": True})
 
@@ -152,7 +164,7 @@ async def model_ready(name: str, runtime: RuntimeDep) -> Response:
 
 @router.get("/models/{name}/versions/{model_version}/ready")
 async def model_version_ready(name: str, model_version: str, runtime: RuntimeDep) -> Response:
-    """200 when that version can answer."""
+    """200 when that version (a number or an alias) can answer."""
     return await _ready(runtime, name, _parse_version(model_version))
 
 
@@ -164,5 +176,5 @@ async def infer(name: str, request: Request, runtime: RuntimeDep) -> Response:
 
 @router.post("/models/{name}/versions/{model_version}/infer", openapi_extra={"requestBody": INFER_BODY})
 async def infer_version(name: str, model_version: str, request: Request, runtime: RuntimeDep) -> Response:
-    """Inference on one version (JSON or binary tensor data)."""
+    """Inference on one version, a number or an alias (JSON or binary tensor data)."""
     return await _infer(request, runtime, name, _parse_version(model_version))

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
@@ -91,29 +89,16 @@ def _submit(runtime: Runtime, request: TrainRequest) -> Job:
     if request.dataset is not None:
         arrays = _dataset_arrays(request.dataset, runtime.settings.max_dataset_elements)
         described = {"shape": list(arrays[0].shape)}
-    # The dataset is on disk before the job row exists: a runner may claim the job the moment it is queued.
-    job_id = uuid.uuid4().hex
-    job_dir = runtime.jobs.job_dir(job_id)
-    if arrays is not None:
-        job_dir.mkdir(parents=True, exist_ok=True)
-        partial = job_dir / ".dataset.npz.partial"
-        with open(partial, "wb") as handle:
-            np.savez(handle, inputs=arrays[0], targets=arrays[1])
-        partial.rename(job_dir / "dataset.npz")
-    try:
-        return runtime.jobs.create(
-            model=request.model,
-            preset=request.preset,
-            promote=request.promote,
-            params={name: getattr(config, name) for name in BOUNDS},
-            max_epochs=config.max_epochs,
-            queue_max=runtime.settings.job_queue_max,
-            dataset=described,
-            job_id=job_id,
-        )
-    except BaseException:
-        shutil.rmtree(job_dir, ignore_errors=True)  # a refused job (e.g. a full queue) leaves no files
-        raise
+    return runtime.jobs.create(
+        model=request.model,
+        preset=request.preset,
+        promote=request.promote,
+        params={name: getattr(config, name) for name in BOUNDS},
+        max_epochs=config.max_epochs,
+        queue_max=runtime.settings.job_queue_max,
+        dataset=described,
+        arrays=arrays,  # stored beside the job before it is queued
+    )
 
 
 @router.post(
