@@ -80,7 +80,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"lstm-serve: error: {exc}", file=sys.stderr)
         return 2
-    log_config = configure(settings.log_level, settings.log_format)
+    try:
+        log_config = configure(settings.log_level, settings.log_format)
+    except ValueError as exc:  # logging names no such level
+        print(f"lstm-serve: error: LSTM_LOG_LEVEL {settings.log_level!r}: {exc}", file=sys.stderr)
+        return 2
     workers = worker_count(settings)
     os.environ["LSTM_WORKERS"] = str(workers)  # what the workers' settings say, also after auto
     try:
