@@ -7,11 +7,12 @@ uvicorn's and its access lines all look alike and go to one stream (stderr) in o
 
 from __future__ import annotations
 
-import json
 import logging
 import logging.config
 from datetime import UTC, datetime
 from typing import Any, Literal
+
+import orjson
 
 LogFormat = Literal["text", "json"]
 ACCESS_LOGGER = "uvicorn.access"
@@ -64,7 +65,7 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = self.formatException(record.exc_info)
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(entry, ensure_ascii=False, default=str)
+        return orjson.dumps(entry, default=str).decode()
 
 
 FORMATTERS: dict[LogFormat, type[logging.Formatter]] = {"text": TextFormatter, "json": JsonFormatter}

@@ -4,6 +4,7 @@ SIGTERM drains and exits 0, a killed worker is replaced, --workers auto, and the
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -21,6 +22,7 @@ import pytest
 
 import model_store
 from service.config import Settings
+from service.logs import JsonFormatter
 from tests.conftest import save_tiny
 from tests.test_e2e import TINY_PARAMS, Server, connections_by_worker, start_server, stop, wait_job
 from tests.test_jobs import training_processes
@@ -168,6 +170,33 @@ def test_a_worker_killed_9_is_replaced_and_serves_again(store: model_store.Model
         assert stop(server) == 0
 
 
+def test_a_worker_killed_9_during_a_job_leaves_no_training_process_and_no_zombie(
+    store: model_store.ModelStore, tmp_path: Path
+) -> None:
+    server = start_server(store.root, tmp_path / "serve.log", workers=2, LSTM_JOB_POLL_INTERVAL="0.1")
+    try:
+        body = {"params": TINY_PARAMS | {"max_epochs": 100_000}}
+        job = httpx.post(f"{server.url}/train", json=body, timeout=10).json()
+        wait_job(server.url, job["id"], ("running",))
+        assert eventually(lambda: len(training_processes(store.root)) == 1)
+        (training,) = training_processes(store.root)
+        fields = stat_fields(training)
+        assert fields is not None
+        owner = int(fields[1])
+        assert owner in workers_of(server)
+        os.kill(owner, signal.SIGKILL)
+        # The training process exits with its worker; the supervisor (a child subreaper) collects it, so it is
+        # not left a zombie, and the other worker's runner marks the job failed.
+        assert eventually(lambda: stat_fields(training) is None), stat_fields(training)
+        shown = wait_job(server.url, job["id"], ("failed", "succeeded"))
+        assert shown["status"] == "failed" and "stopped before it finished" in str(shown["error"]), shown
+        assert eventually(lambda: len(workers_of(server)) == 2)  # and the killed worker was replaced
+        assert store.versions("lstm") == [1]
+    finally:
+        kill_all(training_processes(store.root))
+        assert stop(server) == 0
+
+
 def test_a_worker_that_fails_to_start_stops_lstm_serve(tmp_path: Path) -> None:
     not_a_folder = tmp_path / "file"
     not_a_folder.write_text("not a store")  # the app's startup cannot open a store here
@@ -239,6 +268,21 @@ def test_workers_auto_runs_one_worker_per_core_of_the_cpu_budget(store: model_st
 
 
 # ---- logs --------------------------------------------------------------------------------
+
+
+def test_a_json_log_record_with_a_traceback_stays_one_line() -> None:
+    try:
+        raise ValueError("two\nlines é")
+    except ValueError:
+        record = logging.LogRecord("service.app", logging.ERROR, __file__, 1, "failed: %s", ("x",), sys.exc_info())
+    line = JsonFormatter().format(record)
+    assert "\n" not in line
+    entry = json.loads(line)
+    assert entry["message"] == "failed: x" and entry["level"] == "ERROR" and entry["logger"] == "service.app"
+    assert entry["exception"].startswith("Traceback") and entry["exception"].endswith("ValueError: two\nlines é")
+    assert "client" not in entry  # access fields only on access lines
+    utc(entry["time"])
+
 
 TEXT_LINE = re.compile(r"^(\S+) (DEBUG|INFO|WARNING|ERROR|CRITICAL) (\S+) \[(\d+)\]: (.*)$")
 
