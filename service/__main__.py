@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -42,16 +43,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Prints the CPU budget's whole cores and its description, one per line.
+BUDGET = "import model_store; budget = model_store.cpu_budget(); print(budget.threads); print(budget.describe())"
+
+
 def worker_count(settings: Settings) -> int:
-    """settings.workers, with auto resolved to the whole cores this process may use."""
+    """settings.workers, with auto resolved to the whole cores of the CPU budget (model_store.cpu_budget)."""
     if settings.workers != "auto":
         return settings.workers
-    # Imported here: model_store brings torch, which the supervisor otherwise never loads.
-    from model_store import cpu_budget
-
-    budget = cpu_budget()
-    log.info("--workers auto: %d workers for a CPU budget of %s", budget.threads, budget.describe())
-    return min(budget.threads, 64)
+    # Worked out in a short-lived child with the same affinity and cgroup: importing model_store brings
+    # torch (about 150 MiB of private memory), which the supervisor would otherwise hold for its whole life.
+    done = subprocess.run([sys.executable, "-c", BUDGET], capture_output=True, text=True, check=True, timeout=300)
+    threads, described = done.stdout.splitlines()[-2:]
+    log.info("--workers auto: %s workers for a CPU budget of %s", threads, described)
+    return min(int(threads), 64)
 
 
 def uvicorn_options(settings: Settings, log_config: dict[str, Any]) -> dict[str, Any]:
@@ -85,7 +90,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:  # logging names no such level
         print(f"lstm-serve: error: LSTM_LOG_LEVEL {settings.log_level!r}: {exc}", file=sys.stderr)
         return 2
-    workers = worker_count(settings)
+    try:
+        workers = worker_count(settings)
+    except (subprocess.SubprocessError, ValueError) as exc:
+        print(f"lstm-serve: error: --workers auto: cannot work out the CPU budget: {exc}", file=sys.stderr)
+        return 2
     os.environ["LSTM_WORKERS"] = str(workers)  # what the workers' settings say, also after auto
     try:
         # With several workers this only reserves the address; each worker listens on a socket of its own.

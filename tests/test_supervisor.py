@@ -253,6 +253,8 @@ def test_workers_auto_runs_one_worker_per_core_of_the_cpu_budget(store: model_st
         assert eventually(lambda: len(workers_of(server)) == (budget.threads if budget.threads > 1 else 0))
         text = server.log.read_text()
         assert f"--workers auto: {budget.threads} workers for a CPU budget of {budget.describe()}" in text
+        if budget.threads > 1:  # the budget was worked out in a child: the supervisor itself never loads torch
+            assert b"libtorch" not in Path(f"/proc/{server.process.pid}/maps").read_bytes()
     finally:
         assert stop(server) == 0
     if shutil.which("taskset") is None or budget.affinity < 2:
