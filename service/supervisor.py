@@ -232,7 +232,14 @@ class Supervisor:
         else:
             for slot in self.slots:
                 if slot.restart_at is not None and now >= slot.restart_at:
-                    self._start(slot)
+                    try:
+                        self._start(slot)
+                    except OSError as exc:  # e.g. no memory or process slot for it right now: try again later
+                        slot.restart_at = now + slot.backoff
+                        log.error(
+                            "worker %d could not be started (%s); trying again in %.1f s", slot.index, exc, slot.backoff
+                        )
+                        slot.backoff = min(2 * slot.backoff, MAX_BACKOFF)
         self._reap_orphans()
 
     def _read_ready(self, slot: Slot) -> None:

@@ -99,7 +99,7 @@ def test_kill_9_of_the_supervisor_takes_its_workers_and_their_training_with_it(
     job = httpx.post(f"{server.url}/train", json=body, timeout=10).json()
     wait_job(server.url, job["id"], ("running",))
     assert eventually(lambda: len(training_processes(store.root)) == 1)
-    left = workers_of(server) + training_processes(store.root)
+    left = children(server.process.pid) + training_processes(store.root)  # workers, resource tracker, training
     try:
         server.process.kill()  # kill -9: no code of the supervisor runs
         server.process.wait()
@@ -145,6 +145,22 @@ def test_sigterm_drains_every_worker_and_exits_0(store: model_store.ModelStore, 
     finally:
         kill_all(pids)
     assert "starting another" not in server.log.read_text()  # no worker was restarted during the shutdown
+
+
+def test_a_worker_that_does_not_drain_is_killed_after_the_drain_timeout(
+    store: model_store.ModelStore, tmp_path: Path
+) -> None:
+    server = start_server(store.root, tmp_path / "serve.log", workers=2, LSTM_DRAIN_TIMEOUT="1")
+    assert eventually(lambda: len(workers_of(server)) == 2)
+    pids = workers_of(server)
+    try:
+        os.kill(pids[0], signal.SIGSTOP)  # a worker that can no longer act on SIGTERM
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=120) == 0
+        assert eventually(lambda: all(gone(pid) for pid in pids))
+    finally:
+        kill_all(pids)
+    assert f"(pid {pids[0]}) still runs after the drain timeout; killing it" in server.log.read_text()
 
 
 def test_a_worker_killed_9_is_replaced_and_serves_again(store: model_store.ModelStore, tmp_path: Path) -> None:
