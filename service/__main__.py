@@ -55,7 +55,7 @@ def worker_count(settings: Settings) -> int:
     # torch (about 150 MiB of private memory), which the supervisor would otherwise hold for its whole life.
     done = subprocess.run([sys.executable, "-c", BUDGET], capture_output=True, text=True, check=True, timeout=300)
     threads, described = done.stdout.splitlines()[-2:]
-    log.info("--workers auto: %s workers for a CPU budget of %s", threads, described)
+    log.info("--workers auto: %s worker%s for a CPU budget of %s", threads, "" if threads == "1" else "s", described)
     return min(int(threads), 64)
 
 

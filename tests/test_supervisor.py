@@ -268,7 +268,8 @@ def test_workers_auto_runs_one_worker_per_core_of_the_cpu_budget(store: model_st
     try:
         assert eventually(lambda: len(workers_of(server)) == (budget.threads if budget.threads > 1 else 0))
         text = server.log.read_text()
-        assert f"--workers auto: {budget.threads} workers for a CPU budget of {budget.describe()}" in text
+        workers = f"{budget.threads} worker{'' if budget.threads == 1 else 's'}"
+        assert f"--workers auto: {workers} for a CPU budget of {budget.describe()}" in text
         if budget.threads > 1:  # the budget was worked out in a child: the supervisor itself never loads torch
             assert b"libtorch" not in Path(f"/proc/{server.process.pid}/maps").read_bytes()
     finally:
@@ -280,7 +281,7 @@ def test_workers_auto_runs_one_worker_per_core_of_the_cpu_budget(store: model_st
     server, started = serve_auto(store.root, tmp_path / "serve1.log", ["taskset", "-c", str(first_cpu)])
     try:
         assert started == 0 and "with 1 worker, in this process" in server.log.read_text()
-        assert "--workers auto: 1 workers for a CPU budget of 1 cores" in server.log.read_text()
+        assert "--workers auto: 1 worker for a CPU budget of 1 cores" in server.log.read_text()
     finally:
         assert stop(server) == 0
 
