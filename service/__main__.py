@@ -1,4 +1,4 @@
-"""The lstm-serve command: serve the model store over HTTP with uvicorn (one or more workers)."""
+"""The lstm-serve command: serve the model store over HTTP, in this process or with a supervisor and N workers."""
 
 from __future__ import annotations
 
@@ -6,18 +6,20 @@ import argparse
 import logging
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-
 from service.config import Settings
-from service.workers import run_workers
+from service.http_server import serve
+from service.logs import configure
+from service.sockets import plain_socket, reserve
+from service.supervisor import Supervisor, WorkerSpec
 
-APP = "service.app:app_from_env"
+log = logging.getLogger("service.serve")
 
 # Flags that exist as settings; each is written to its LSTM_ variable so every worker sees it.
 FLAGS = {"store": "store_dir", "host": "host", "port": "port", "workers": "workers", "torch_threads": "torch_threads"}
@@ -32,9 +34,44 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--store", help="model store folder (LSTM_STORE_DIR, default model-store)")
     parser.add_argument("--host", help="address to bind (LSTM_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (LSTM_PORT, default 8000)")
-    parser.add_argument("--workers", type=int, help="server processes (LSTM_WORKERS, default 1)")
+    parser.add_argument(
+        "--workers",
+        metavar="N|auto",
+        help="server processes, or auto: one per core of the CPU budget (LSTM_WORKERS, default 1)",
+    )
     parser.add_argument("--torch-threads", type=int, help="torch threads per worker (LSTM_TORCH_THREADS, default 1)")
     return parser
+
+
+# Prints the CPU budget's whole cores and its description, one per line.
+BUDGET = "import model_store; budget = model_store.cpu_budget(); print(budget.threads); print(budget.describe())"
+
+
+def worker_count(settings: Settings) -> int:
+    """settings.workers, with auto resolved to the whole cores of the CPU budget (model_store.cpu_budget)."""
+    if settings.workers != "auto":
+        return settings.workers
+    # Worked out in a short-lived child with the same affinity and cgroup: importing model_store brings
+    # torch (about 150 MiB of private memory), which the supervisor would otherwise hold for its whole life.
+    done = subprocess.run([sys.executable, "-c", BUDGET], capture_output=True, text=True, check=True, timeout=300)
+    threads, described = done.stdout.splitlines()[-2:]
+    log.info("--workers auto: %s worker%s for a CPU budget of %s", threads, "" if threads == "1" else "s", described)
+    return min(int(threads), 64)
+
+
+def uvicorn_options(settings: Settings, log_config: dict[str, Any]) -> dict[str, Any]:
+    """uvicorn.Config's keyword arguments (besides the app) for `settings`."""
+    trusted = settings.forwarded_allow_ips
+    return {
+        "log_config": log_config,
+        "log_level": settings.log_level.lower(),
+        "proxy_headers": trusted is not None,
+        "forwarded_allow_ips": trusted,
+        "timeout_graceful_shutdown": int(settings.drain_timeout),
+        "limit_concurrency": settings.limit_concurrency,
+        "timeout_keep_alive": settings.timeout_keep_alive,
+        "server_header": False,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -48,10 +85,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"lstm-serve: error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        log_config = configure(settings.log_level, settings.log_format)
+    except ValueError as exc:  # logging names no such level
+        print(f"lstm-serve: error: LSTM_LOG_LEVEL {settings.log_level!r}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        workers = worker_count(settings)
+    except (subprocess.SubprocessError, ValueError) as exc:
+        print(f"lstm-serve: error: --workers auto: cannot work out the CPU budget: {exc}", file=sys.stderr)
+        return 2
+    os.environ["LSTM_WORKERS"] = str(workers)  # what the workers' settings say, also after auto
+    try:
+        # With several workers this only reserves the address; each worker listens on a socket of its own.
+        sock = reserve(settings.host, settings.port) if workers > 1 else plain_socket(settings.host, settings.port)
+    except OSError as exc:  # the address is taken or cannot be bound
+        print(f"lstm-serve: error: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
+        return 1
     metrics_dir: Path | None = settings.metrics_dir
     owned_metrics_dir = False
-    if settings.workers > 1 and metrics_dir is None:
+    if workers > 1 and metrics_dir is None:
         metrics_dir = Path(tempfile.mkdtemp(prefix="lstm-metrics-"))
         owned_metrics_dir = True
     if metrics_dir is not None:
@@ -59,32 +112,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         for stale in metrics_dir.glob("*.db"):  # values of a previous run would be summed in
             stale.unlink()
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    trusted = settings.forwarded_allow_ips
-    options: dict[str, Any] = {
-        "factory": True,
-        "host": settings.host,
-        "port": settings.port,
-        "workers": settings.workers,
-        "log_level": settings.log_level.lower(),
-        "proxy_headers": trusted is not None,
-        "forwarded_allow_ips": trusted,
-        "timeout_graceful_shutdown": int(settings.drain_timeout),
-        "limit_concurrency": settings.limit_concurrency,
-        "timeout_keep_alive": settings.timeout_keep_alive,
-        "server_header": False,
-    }
+    options = uvicorn_options(settings, log_config)
+    host, port = sock.getsockname()[:2]
     try:
-        if settings.workers > 1:
-            run_workers(uvicorn.Config(APP, **options))  # a listening socket per worker: see service/workers.py
-        else:
-            uvicorn.run(APP, **options)
-    except OSError as exc:  # the address is taken or cannot be bound
-        print(f"lstm-serve: error: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
-        return 1
+        with sock:
+            if workers == 1:
+                log.info("serving on http://%s:%d with 1 worker, in this process", host, port)
+                return serve(sock, options)
+            spec = WorkerSpec(host, port, os.getpid(), options, settings.log_level, settings.log_format)
+            return Supervisor(sock, spec, workers, settings.drain_timeout).run()
     finally:
         if owned_metrics_dir and metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
-    return 0
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -18,8 +19,10 @@ class Settings(BaseSettings):
     store_dir: Path = Field(Path("model-store"), description="the model store folder (shared by all workers)")
     host: str = Field("127.0.0.1", description="address to bind; 0.0.0.0 to listen on every interface")
     port: int = Field(8000, ge=0, le=65535, description="TCP port")
-    workers: int = Field(
-        1, ge=1, le=64, description="server processes (each loads every serving model and has its own listening socket)"
+    workers: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = Field(
+        1,
+        description="server processes (each loads every serving model and has its own listening socket); "
+        "auto: one per core of the CPU budget (affinity and cgroup quota)",
     )
     torch_threads: int = Field(1, ge=1, le=256, description="torch intra-op threads per worker")
     api_token: SecretStr | None = Field(
@@ -63,6 +66,11 @@ class Settings(BaseSettings):
     )
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS; empty: CORS off")
     log_level: str = Field("info", description="log level of the service and uvicorn")
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="log lines as text (`TIME LEVEL LOGGER [PID]: MESSAGE`) or one JSON object per line; "
+        "either way with a UTC ISO 8601 time, access lines included",
+    )
     job_concurrency: int = Field(1, ge=1, le=16, description="training jobs that run at once (over all workers)")
     job_queue_max: int = Field(16, ge=0, le=10_000, description="queued training jobs; POST /train answers 429 above")
     job_time_limit: float = Field(

@@ -7,11 +7,9 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from pydantic import ValidationError
 
 import model_store
@@ -90,16 +88,13 @@ def test_idle_keep_alive_connection_is_closed_after_the_configured_time(
         stop(server)
 
 
-def test_limits_are_validated_and_passed_to_uvicorn(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_limits_are_validated_and_passed_to_uvicorn(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Settings().limit_concurrency is None and Settings().timeout_keep_alive == 5
     with pytest.raises(ValidationError):
         Settings(limit_concurrency=1)  # uvicorn counts the requester's connection: 1 would refuse everything
     with pytest.raises(ValidationError):
         Settings(timeout_keep_alive=0)
-    calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: calls.append(kwargs))
     monkeypatch.setenv("LSTM_LIMIT_CONCURRENCY", "64")
     monkeypatch.setenv("LSTM_TIMEOUT_KEEP_ALIVE", "30")
-    monkeypatch.setenv("LSTM_STORE_DIR", str(tmp_path))
-    assert service.__main__.main([]) == 0
-    assert calls[0]["limit_concurrency"] == 64 and calls[0]["timeout_keep_alive"] == 30
+    options = service.__main__.uvicorn_options(Settings(), {})  # what every worker's uvicorn.Config gets
+    assert options["limit_concurrency"] == 64 and options["timeout_keep_alive"] == 30

@@ -39,8 +39,8 @@ class Server:
     log: Path
 
 
-def start_server(root: Path, log: Path, workers: int = 1, **env: str) -> Server:
-    port = free_port()
+def start_server(root: Path, log: Path, workers: int = 1, port: int | None = None, **env: str) -> Server:
+    port = free_port() if port is None else port
     environment = os.environ | {"LSTM_POLL_INTERVAL": "0.2", "LSTM_LOG_LEVEL": "warning"} | env
     with open(log, "wb") as out:
         process = subprocess.Popen(

@@ -1,0 +1,354 @@
+"""lstm-serve's supervisor against real processes: kill -9 takes every worker and training process with it,
+SIGTERM drains and exits 0, a killed worker is replaced, --workers auto, and the log formats."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+import model_store
+from service.config import Settings
+from service.logs import JsonFormatter
+from tests.conftest import save_tiny
+from tests.test_e2e import TINY_PARAMS, Server, connections_by_worker, start_server, stop, wait_job
+from tests.test_jobs import training_processes
+
+pytestmark = pytest.mark.slow
+
+
+def stat_fields(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command (state is [0], parent [1]); None if there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def gone(pid: int) -> bool:
+    """The process has exited (a zombie nobody has collected yet counts: it runs nothing and holds no socket)."""
+    fields = stat_fields(pid)
+    return fields is None or fields[0] in ("Z", "X")
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = stat_fields(int(entry.name))
+            if fields is not None and int(fields[1]) == pid and not gone(int(entry.name)):
+                found.append(int(entry.name))
+    return found
+
+
+def workers_of(server: Server) -> list[int]:
+    """The live worker processes of a supervisor (multiprocessing's spawned children)."""
+    found = []
+    for pid in children(server.process.pid):
+        try:
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+        except OSError:
+            continue
+    return found
+
+
+def eventually(condition: Callable[[], bool], timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def kill_all(pids: list[int]) -> None:
+    """Clean up after a failed test: these are descendants of the server this test started."""
+    for pid in pids:
+        if not gone(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> model_store.ModelStore:
+    store = model_store.ModelStore(tmp_path / "store")
+    save_tiny(store, seed=1)
+    return store
+
+
+def test_kill_9_of_the_supervisor_takes_its_workers_and_their_training_with_it(
+    store: model_store.ModelStore, tmp_path: Path
+) -> None:
+    server = start_server(store.root, tmp_path / "serve.log", workers=2, LSTM_JOB_POLL_INTERVAL="0.1")
+    assert eventually(lambda: len(workers_of(server)) == 2)
+    body = {"params": TINY_PARAMS | {"max_epochs": 100_000}}
+    job = httpx.post(f"{server.url}/train", json=body, timeout=10).json()
+    wait_job(server.url, job["id"], ("running",))
+    assert eventually(lambda: len(training_processes(store.root)) == 1)
+    left = children(server.process.pid) + training_processes(store.root)  # workers, resource tracker, training
+    try:
+        server.process.kill()  # kill -9: no code of the supervisor runs
+        server.process.wait()
+        assert eventually(lambda: all(gone(pid) for pid in left)), [pid for pid in left if not gone(pid)]
+    finally:
+        kill_all(left)
+    # The port is free at once: a new lstm-serve on it starts, and reports the job as failed, with the reason.
+    restarted = start_server(store.root, tmp_path / "serve2.log", workers=2, port=server.port)
+    try:
+        shown = httpx.get(f"{restarted.url}/train/{job['id']}", timeout=10).json()
+        assert shown["status"] == "failed" and "stopped before it finished" in shown["error"], shown
+        assert store.versions("lstm") == [1]
+    finally:
+        stop(restarted)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_drains_every_worker_and_exits_0(store: model_store.ModelStore, tmp_path: Path, workers: int) -> None:
+    server = start_server(store.root, tmp_path / "serve.log", workers=workers)
+    assert eventually(lambda: len(workers_of(server)) == (workers if workers > 1 else 0))
+    pids = workers_of(server)
+    payload = b'{"inputs": [[[0.1]], [[0.2]], [[0.3]]]}'
+    head = (
+        f"POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {len(payload)}\r\n\r\n"
+    )
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
+            sock.sendall(head.encode() + payload[:10])  # a request in flight in one of the workers
+            time.sleep(0.5)
+            server.process.send_signal(signal.SIGTERM)
+            time.sleep(1.0)
+            assert server.process.poll() is None  # still draining
+            sock.sendall(payload[10:])
+            response = b""
+            while not response.rstrip().endswith(b"}"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                response += chunk
+        assert response.startswith(b"HTTP/1.1 200"), response[:200]
+        assert server.process.wait(timeout=60) == 0
+        assert eventually(lambda: all(gone(pid) for pid in pids))
+    finally:
+        kill_all(pids)
+    assert "starting another" not in server.log.read_text()  # no worker was restarted during the shutdown
+
+
+def test_a_worker_that_does_not_drain_is_killed_after_the_drain_timeout(
+    store: model_store.ModelStore, tmp_path: Path
+) -> None:
+    server = start_server(store.root, tmp_path / "serve.log", workers=2, LSTM_DRAIN_TIMEOUT="1")
+    assert eventually(lambda: len(workers_of(server)) == 2)
+    pids = workers_of(server)
+    try:
+        os.kill(pids[0], signal.SIGSTOP)  # a worker that can no longer act on SIGTERM
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=120) == 0
+        assert eventually(lambda: all(gone(pid) for pid in pids))
+    finally:
+        kill_all(pids)
+    assert f"(pid {pids[0]}) still runs after the drain timeout; killing it" in server.log.read_text()
+
+
+def test_a_worker_killed_9_is_replaced_and_serves_again(store: model_store.ModelStore, tmp_path: Path) -> None:
+    server = start_server(store.root, tmp_path / "serve.log", workers=2)
+    try:
+        assert eventually(lambda: sorted(connections_by_worker(server, "0A").values()) == [1, 1])
+        first = workers_of(server)
+        os.kill(first[0], signal.SIGKILL)
+
+        def replaced() -> bool:
+            listening = connections_by_worker(server, "0A")
+            return first[0] not in listening and sorted(listening.values()) == [1, 1]
+
+        assert eventually(replaced), connections_by_worker(server, "0A")
+        new = next(pid for pid in workers_of(server) if pid not in first)
+        assert first[1] in workers_of(server)  # the other worker served on meanwhile
+        for _ in range(20):  # fresh connections: the kernel spreads them over both workers, the new one too
+            answer = httpx.post(f"{server.url}/predict", json={"inputs": [[[0.5]]]}, headers={"connection": "close"})
+            assert answer.status_code == 200, answer.text
+        assert f"(pid {first[0]}) was killed by SIGKILL; starting another" in server.log.read_text()
+        assert new != first[0]
+    finally:
+        assert stop(server) == 0
+
+
+def test_a_worker_killed_9_during_a_job_leaves_no_training_process_and_no_zombie(
+    store: model_store.ModelStore, tmp_path: Path
+) -> None:
+    server = start_server(store.root, tmp_path / "serve.log", workers=2, LSTM_JOB_POLL_INTERVAL="0.1")
+    try:
+        body = {"params": TINY_PARAMS | {"max_epochs": 100_000}}
+        job = httpx.post(f"{server.url}/train", json=body, timeout=10).json()
+        wait_job(server.url, job["id"], ("running",))
+        assert eventually(lambda: len(training_processes(store.root)) == 1)
+        (training,) = training_processes(store.root)
+        fields = stat_fields(training)
+        assert fields is not None
+        owner = int(fields[1])
+        assert owner in workers_of(server)
+        os.kill(owner, signal.SIGKILL)
+        # The training process exits with its worker; the supervisor (a child subreaper) collects it, so it is
+        # not left a zombie, and the other worker's runner marks the job failed.
+        assert eventually(lambda: stat_fields(training) is None), stat_fields(training)
+        shown = wait_job(server.url, job["id"], ("failed", "succeeded"))
+        assert shown["status"] == "failed" and "stopped before it finished" in str(shown["error"]), shown
+        assert eventually(lambda: len(workers_of(server)) == 2)  # and the killed worker was replaced
+        assert store.versions("lstm") == [1]
+    finally:
+        kill_all(training_processes(store.root))
+        assert stop(server) == 0
+
+
+def test_a_worker_that_fails_to_start_stops_lstm_serve(tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("not a store")  # the app's startup cannot open a store here
+    command = [sys.executable, "-m", "service", "--store", str(not_a_folder), "--port", "0", "--workers", "2"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        out, _ = process.communicate(timeout=120)  # uvicorn's own supervisor restarted such workers forever
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 3, out.decode()[-3000:]
+    assert b"before it was ready; stopping lstm-serve" in out
+
+
+def test_workers_setting_accepts_a_number_or_auto() -> None:
+    assert Settings(workers="auto").workers == "auto"
+    assert Settings(workers="3").workers == 3
+    for bad in ("0", "65", "many", "2.5"):
+        with pytest.raises(ValueError, match="auto"):
+            Settings(workers=bad)
+
+
+def serve_auto(root: Path, log: Path, prefix: list[str]) -> tuple[Server, int]:
+    """lstm-serve --workers auto under `prefix` (e.g. taskset); the server and its worker count."""
+    port = 0
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [*prefix, sys.executable, "-m", "service", "--store", str(root), "--port", str(port), "--workers", "auto"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=os.environ | {"LSTM_LOG_LEVEL": "info"},
+        )
+    server = Server(url="", port=0, process=process, log=log)
+    try:
+        listening = re.compile(rb"on http://127\.0\.0\.1:(\d+)")
+        assert eventually(lambda: listening.search(log.read_bytes()) is not None or process.poll() is not None)
+        found = listening.search(log.read_bytes())
+        assert found, log.read_text()
+        server.port = int(found[1])
+        server.url = f"http://127.0.0.1:{server.port}"
+        assert eventually(lambda: b"Application startup complete" in log.read_bytes())
+        started = len(workers_of(server))
+    except BaseException:
+        stop(server)
+        raise
+    return server, started
+
+
+def test_workers_auto_runs_one_worker_per_core_of_the_cpu_budget(store: model_store.ModelStore, tmp_path: Path) -> None:
+    budget = model_store.cpu_budget()  # this test's process has the same affinity and cgroup as the server
+    server, started = serve_auto(store.root, tmp_path / "serve.log", [])
+    try:
+        assert eventually(lambda: len(workers_of(server)) == (budget.threads if budget.threads > 1 else 0))
+        text = server.log.read_text()
+        workers = f"{budget.threads} worker{'' if budget.threads == 1 else 's'}"
+        assert f"--workers auto: {workers} for a CPU budget of {budget.describe()}" in text
+        if budget.threads > 1:  # the budget was worked out in a child: the supervisor itself never loads torch
+            assert b"libtorch" not in Path(f"/proc/{server.process.pid}/maps").read_bytes()
+    finally:
+        assert stop(server) == 0
+    if shutil.which("taskset") is None or budget.affinity < 2:
+        return
+    # One CPU in the affinity mask: a budget of one core, so one worker, in the lstm-serve process itself.
+    first_cpu = min(os.sched_getaffinity(0))
+    server, started = serve_auto(store.root, tmp_path / "serve1.log", ["taskset", "-c", str(first_cpu)])
+    try:
+        assert started == 0 and "with 1 worker, in this process" in server.log.read_text()
+        assert "--workers auto: 1 worker for a CPU budget of 1 cores" in server.log.read_text()
+    finally:
+        assert stop(server) == 0
+
+
+# ---- logs --------------------------------------------------------------------------------
+
+
+def test_a_json_log_record_with_a_traceback_stays_one_line() -> None:
+    try:
+        raise ValueError("two\nlines é")
+    except ValueError:
+        record = logging.LogRecord("service.app", logging.ERROR, __file__, 1, "failed: %s", ("x",), sys.exc_info())
+    line = JsonFormatter().format(record)
+    assert "\n" not in line
+    entry = json.loads(line)
+    assert entry["message"] == "failed: x" and entry["level"] == "ERROR" and entry["logger"] == "service.app"
+    assert entry["exception"].startswith("Traceback") and entry["exception"].endswith("ValueError: two\nlines é")
+    assert "client" not in entry  # access fields only on access lines
+    utc(entry["time"])
+
+
+TEXT_LINE = re.compile(r"^(\S+) (DEBUG|INFO|WARNING|ERROR|CRITICAL) (\S+) \[(\d+)\]: (.*)$")
+
+
+def utc(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    assert moment.utcoffset() is not None and moment.utcoffset().total_seconds() == 0, text  # type: ignore[union-attr]
+    return moment
+
+
+def serve_and_log(store: model_store.ModelStore, tmp_path: Path, log_format: str) -> list[str]:
+    """Start 2 workers at log level info in `log_format`, answer /healthz and a 404, stop; the output's lines."""
+    server = start_server(
+        store.root, tmp_path / "serve.log", workers=2, LSTM_LOG_LEVEL="info", LSTM_LOG_FORMAT=log_format
+    )
+    try:
+        assert httpx.get(f"{server.url}/healthz?probe=1", timeout=10).status_code == 200
+        assert httpx.get(f"{server.url}/nope", timeout=10).status_code == 404
+    finally:
+        assert stop(server) == 0
+    return [line for line in server.log.read_text().splitlines() if line.strip()]
+
+
+def test_text_log_lines_all_carry_a_utc_timestamp(store: model_store.ModelStore, tmp_path: Path) -> None:
+    lines = serve_and_log(store, tmp_path, "text")
+    parsed = [TEXT_LINE.match(line) for line in lines]
+    assert all(parsed), [line for line, match in zip(lines, parsed, strict=True) if not match][:5]
+    for match in parsed:
+        assert match is not None
+        utc(match[1])
+    loggers = {match[3] for match in parsed if match}
+    assert {"service.supervisor", "uvicorn.error", "uvicorn.access", "service.predictor"} <= loggers, loggers
+    access = [match[5] for match in parsed if match and match[3] == "uvicorn.access"]
+    assert any('"GET /healthz?probe=1 HTTP/1.1" 200' in line for line in access), access
+
+
+def test_json_log_lines_are_one_object_each_with_access_fields(store: model_store.ModelStore, tmp_path: Path) -> None:
+    lines = serve_and_log(store, tmp_path, "json")
+    entries = [json.loads(line) for line in lines]  # every line is one JSON object
+    for entry in entries:
+        assert {"time", "level", "logger", "message", "pid"} <= entry.keys(), entry
+        utc(entry["time"])
+    assert {"service.supervisor", "uvicorn.error", "service.predictor"} <= {entry["logger"] for entry in entries}
+    access = [entry for entry in entries if entry["logger"] == "uvicorn.access"]
+    assert {"client", "method", "path", "status"} <= access[0].keys()
+    shown = {(entry["method"], entry["path"], entry["status"]) for entry in access}
+    assert {("GET", "/healthz?probe=1", 200), ("GET", "/nope", 404)} <= shown, shown
+    assert all(entry["client"].startswith("127.0.0.1:") for entry in access)
+    pids = {entry["pid"] for entry in entries}
+    assert len(pids) >= 3  # the supervisor and both workers
