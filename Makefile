@@ -10,10 +10,11 @@ TORCH_SPEC ?= torch==2.13.0
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]' "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet --disable-pip-version-check -e clients/python
 	touch $@
 
 # Train the default (robust) model if the store has none, then serve it on 127.0.0.1:8000.
