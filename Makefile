@@ -6,7 +6,7 @@ STORE ?= model-store
 # torch is pinned and installed first, on its own: an unpinned torch would pull a CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install serve train test lint typecheck pytest clean bench-serving
+.PHONY: install browser serve train test lint typecheck pytest clean bench-serving
 
 install: $(VENV)/.installed
 
@@ -45,7 +45,12 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install
+# The page's tests (tests/test_page.py) drive Debian's chromium through chromium-driver; a fresh machine has neither.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+pytest: install browser
 	$(BIN)/pytest
 
 test: lint typecheck pytest
