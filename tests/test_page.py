@@ -1,7 +1,7 @@
 """The page at GET / in headless Chromium against a real lstm-serve: plots, promotion, training, CSP, phone width.
 
-Screenshots go to a temporary folder, or to $PAGE_SCREENSHOTS when set (the README's come from
-`PAGE_SCREENSHOTS=docs/screenshots .venv/bin/pytest tests/test_page.py`).
+Screenshots go to a temporary folder, or to $PAGE_SCREENSHOTS when set. The README's are of a trained
+model: `python -m tests.test_page URL FOLDER` takes them from a running service (see docs/ui.md).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import io
 import json
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator
 from html.parser import HTMLParser
@@ -75,10 +76,8 @@ def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[WebDriver]:
-    if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
-        pytest.fail("Debian's chromium and chromium-driver are needed: `make test` installs them (apt-get)")
+def chromium() -> WebDriver:
+    """Debian's chromium, headless, through its chromedriver (Selenium downloads nothing with an explicit driver)."""
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars"):
@@ -87,6 +86,14 @@ def browser() -> Iterator[WebDriver]:
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": CSP_PROBE})
+    return driver
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
+        pytest.fail("Debian's chromium and chromium-driver are needed: `make test` installs them (apt-get)")
+    driver = chromium()
     yield driver
     driver.quit()
 
@@ -318,3 +325,33 @@ def test_the_policy_really_blocks_inline_script_and_the_check_sees_it(server: Se
     wait_for(lambda: browser.execute_script("return window.__csp.length"), "a CSP violation event")
     assert browser.execute_script("return window.__ran") is None
     assert any("Content Security Policy" in entry["message"] for entry in console(browser))
+
+
+def main() -> None:
+    """python -m tests.test_page URL FOLDER: the page of a running service, whole and at phone width."""
+    url, folder = sys.argv[1].rstrip("/"), Path(sys.argv[2])
+    folder.mkdir(parents=True, exist_ok=True)
+    driver = chromium()
+    try:
+        open_page(driver, url)
+        wait_for(lambda: driver.find_element(By.ID, "try-plot").get_attribute("data-version"), "the first prediction")
+        wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, ".report img"), "the serving version's report")
+        Select(driver.find_element(By.ID, "train-preset")).select_by_value("tutorial")
+        driver.find_element(By.ID, "train-max-epochs").send_keys("300")
+        Select(driver.find_element(By.ID, "train-promote")).select_by_value("never")
+        driver.find_element(By.ID, "train-submit").click()  # a short job, for its loss curve
+        status = driver.find_element(By.ID, "train-status")
+        wait_for(lambda: status.get_attribute("data-status") == "succeeded", "the job", timeout=900)
+        time.sleep(2)  # Versions reloads and the report picture decodes
+        full_page(driver, folder / "page.png")
+        driver.set_window_size(390, 844)
+        open_page(driver, url)
+        wait_for(lambda: driver.find_element(By.ID, "try-plot").get_attribute("data-version"), "the first prediction")
+        driver.save_screenshot(str(folder / "page-phone.png"))
+        assert_clean(driver)
+    finally:
+        driver.quit()
+
+
+if __name__ == "__main__":
+    main()
