@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -267,6 +268,39 @@ def test_promote_and_roll_back_move_the_alias(server: Server, browser: WebDriver
     assert_clean(browser)
 
 
+def test_with_a_token_the_page_asks_for_it_again_after_a_wrong_one_and_keeps_it(
+    browser: WebDriver, tmp_path: Path
+) -> None:
+    store = model_store.ModelStore(tmp_path / "store")
+    save_tiny(store, seed=1)
+    save_tiny(store, seed=2)
+    guarded = start_server(store.root, tmp_path / "serve.log", LSTM_API_TOKEN="sesame")
+    try:
+        open_page(browser, guarded.url)
+        box = browser.find_element(By.ID, "token-box")
+        assert not box.is_displayed()
+        browser.find_element(By.CSS_SELECTOR, "button.promote[data-version='1']").click()
+        wait_for(box.is_displayed, "the token prompt after a 401")
+        assert "needs its API token" in browser.find_element(By.ID, "token-message").text
+        browser.find_element(By.ID, "token-input").send_keys("wrong\n")
+        wait_for(lambda: "refused" in browser.find_element(By.ID, "token-message").text, "a second prompt after 403")
+        assert production_of(guarded.url) is None
+        browser.find_element(By.ID, "token-input").send_keys("sesame\n")
+        wait_for(lambda: production_of(guarded.url) == 1, "production -> v1 with the right token")
+        assert not box.is_displayed()
+        browser.find_element(By.CSS_SELECTOR, "button.promote[data-version='2']").click()
+        wait_for(lambda: production_of(guarded.url) == 2, "production -> v2 with the kept token, no prompt")
+        assert not box.is_displayed()
+        # The refused requests are logged as failed resources (401, 403); nothing else may be.
+        errors = [
+            e for e in console(browser) if e["level"] == "SEVERE" and not re.search(r"status of 40[13]", e["message"])
+        ]
+        assert errors == [] and browser.execute_script("return window.__csp") == []
+    finally:
+        browser.execute_script("sessionStorage.clear()")
+        stop(guarded)
+
+
 def test_a_training_job_streams_its_loss_finishes_and_its_version_appears(
     server: Server, browser: WebDriver, screenshots: Path
 ) -> None:
@@ -328,7 +362,7 @@ def test_the_policy_really_blocks_inline_script_and_the_check_sees_it(server: Se
 
 
 def main() -> None:
-    """python -m tests.test_page URL FOLDER: the page of a running service, whole and at phone width."""
+    """python -m tests.test_page URL FOLDER [STEP]: the page of a running service, whole and at phone width."""
     url, folder = sys.argv[1].rstrip("/"), Path(sys.argv[2])
     folder.mkdir(parents=True, exist_ok=True)
     driver = chromium()
@@ -336,6 +370,10 @@ def main() -> None:
         open_page(driver, url)
         wait_for(lambda: driver.find_element(By.ID, "try-plot").get_attribute("data-version"), "the first prediction")
         wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, ".report img"), "the serving version's report")
+        if len(sys.argv) > 3:  # a step per sample the model was trained on (the tutorial's is 12π/199 ≈ 0.19)
+            driver.find_element(By.ID, "try-step").clear()
+            driver.find_element(By.ID, "try-step").send_keys(sys.argv[3])
+            driver.find_element(By.ID, "try-submit").click()
         Select(driver.find_element(By.ID, "train-preset")).select_by_value("tutorial")
         driver.find_element(By.ID, "train-max-epochs").send_keys("300")
         Select(driver.find_element(By.ID, "train-promote")).select_by_value("never")

@@ -276,9 +276,30 @@ function follow(job) {
     loadJobs();
   });
   source.addEventListener("error", () => {
-    // EventSource reconnects by itself; once closed for good, show the job's last state instead.
-    if (source.readyState === EventSource.CLOSED) get(`train/${job.id}`).then(showJob, () => {});
+    // EventSource reconnects by itself after a dropped stream; a refused one (e.g. 429, the server's stream
+    // limit) stays closed: poll the job instead until it ends.
+    if (source.readyState === EventSource.CLOSED && running && running.id === job.id) poll(job.id);
   });
+}
+
+async function poll(id) {
+  while (running && running.id === id) {
+    let job;
+    try {
+      job = await get(`train/${encodeURIComponent(id)}`);
+    } catch (error) {
+      setStatus("train-status", `cannot follow job ${id}: ${error.message}`, true);
+      return;
+    }
+    showJob(job);
+    if (["succeeded", "failed", "cancelled"].includes(job.status)) {
+      $("train-cancel").hidden = true;
+      loadVersions();
+      loadJobs();
+      return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
 }
 
 async function startTraining(event) {
