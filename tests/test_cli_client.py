@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from lstm_client import Client
+from lstm_client.sse import Event, events
 
 import model_store
 from tests.conftest import save_tiny
@@ -222,3 +224,26 @@ def test_help_documents_the_exit_codes_and_environment() -> None:
     assert result.returncode == 0
     for text in ("exit codes", "LSTM_URL", "LSTM_API_TOKEN", "predict", "promote", "train", "jobs", "cancel"):
         assert text in result.stdout
+
+
+def requests_to(url: str, route: str) -> float:
+    """How many GETs of `route` (a template) the server has answered with 200, from /metrics."""
+    wanted = f'lstm_http_requests_total{{method="GET",route="{route}",status="200"}} '
+    lines = httpx.get(f"{url}/metrics", timeout=10).text.splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(wanted))
+
+
+def test_job_wait_follows_one_event_stream_instead_of_polling(server: Server) -> None:
+    with Client(server.url) as client:
+        job = client.train(params=TINY_PARAMS | {"max_epochs": 300}, promote="never")
+        polled, streamed = requests_to(server.url, "/train/{job_id}"), requests_to(server.url, "/train/{job_id}/events")
+        snapshots = list(job.watch(timeout=120))
+        assert job.status == "succeeded" and snapshots[-1]["status"] == "succeeded"
+        assert requests_to(server.url, "/train/{job_id}/events") == streamed + 1
+        assert requests_to(server.url, "/train/{job_id}") == polled  # polling would have been ~1 per 0.5 s
+        assert job.wait(timeout=10, progress=False)["version"] == job.data["result"]["version"]
+
+
+def test_sse_reader_joins_data_lines_and_skips_comments() -> None:
+    lines = ["event: progress", 'data: {"a":', "data: 1}", "", ": keep-alive", "", "data: x", "id: 3", "", "event: end"]
+    assert list(events(lines)) == [Event("progress", '{"a":\n1}'), Event("message", "x")]

@@ -173,7 +173,8 @@ def _cmd_models(client: Client, args: argparse.Namespace) -> int:
         _print_json(models)
         return EXIT_OK
     for entry in models:
-        print(f"{entry['name']}  serving version {entry['serving_version']}  aliases {entry['aliases']}")
+        aliases = ", ".join(f"{alias} -> v{version}" for alias, version in entry["aliases"].items()) or "no alias"
+        print(f"{entry['name']}  serving v{entry['serving_version']}  ({aliases})")
         by_version: dict[int, list[str]] = {}
         for alias, version in entry["aliases"].items():
             by_version.setdefault(int(version), []).append(alias)
@@ -181,9 +182,9 @@ def _cmd_models(client: Client, args: argparse.Namespace) -> int:
             metrics = version["metrics"]
             worst = metrics.get("worst_mse")
             shown = "" if worst is None else f"  worst_mse {worst:.2e}"
-            aliases = ",".join(by_version.get(version["version"], []))
+            tags = ",".join(by_version.get(version["version"], []))
             serving = " *" if version["version"] == entry["serving_version"] else ""
-            print(f"  v{version['version']:<4} {version['created_at']}{shown}  {aliases}{serving}")
+            print(f"  v{version['version']:<4} {version['created_at']}{shown}  {tags}{serving}".rstrip())
         if entry.get("load_error"):
             print(f"  load error: {entry['load_error']}")
     return EXIT_OK
