@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -120,21 +121,20 @@ def test_train_follow_jobs_and_cancel(server: Server) -> None:
 
 def test_follow_exits_1_when_the_job_ends_cancelled(server: Server) -> None:
     command = [LSTM_COMMAND, "--url", server.url, "train", "--param", "max_epochs=100000", "--follow"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while True:  # wait for its job to run, then cancel it from outside
-            jobs = httpx.get(f"{server.url}/train", timeout=10).json()["jobs"]
-            if jobs and jobs[0]["status"] == "running":
-                break
-            assert time.monotonic() < deadline and process.poll() is None, "the followed job never ran"
-            time.sleep(0.2)
-        httpx.delete(f"{server.url}/train/{jobs[0]['id']}", timeout=30)
-        out, err = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+        try:
+            deadline = time.monotonic() + 120
+            while True:  # wait for its job to run, then cancel it from outside
+                jobs = httpx.get(f"{server.url}/train", timeout=10).json()["jobs"]
+                if jobs and jobs[0]["status"] == "running":
+                    break
+                assert time.monotonic() < deadline and process.poll() is None, "the followed job never ran"
+                time.sleep(0.2)
+            httpx.delete(f"{server.url}/train/{jobs[0]['id']}", timeout=30)
+            out, err = process.communicate(timeout=120)
+        finally:
+            if process.poll() is None:
+                process.kill()  # a failed check must not leave it following
     assert process.returncode == 1, err
     assert "cancelled" in out and "cancelled" in err
 
@@ -247,3 +247,25 @@ def test_job_wait_follows_one_event_stream_instead_of_polling(server: Server) ->
 def test_sse_reader_joins_data_lines_and_skips_comments() -> None:
     lines = ["event: progress", 'data: {"a":', "data: 1}", "", ": keep-alive", "", "data: x", "id: 3", "", "event: end"]
     assert list(events(lines)) == [Event("progress", '{"a":\n1}'), Event("message", "x")]
+
+
+def test_ctrl_c_stops_following_with_130_and_the_job_goes_on(server: Server) -> None:
+    command = [LSTM_COMMAND, "--url", server.url, "train", "--param", "max_epochs=100000", "--follow"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                jobs = httpx.get(f"{server.url}/train", timeout=10).json()["jobs"]
+                if jobs and jobs[0]["status"] == "running":
+                    break
+                assert time.monotonic() < deadline and process.poll() is None, "the followed job never ran"
+                time.sleep(0.2)
+            process.send_signal(signal.SIGINT)
+            out, err = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()  # a failed check must not leave it following
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and f"lstm cancel {jobs[0]['id']}" in err
+    assert httpx.get(f"{server.url}/train/{jobs[0]['id']}", timeout=10).json()["status"] == "running"
+    httpx.delete(f"{server.url}/train/{jobs[0]['id']}", timeout=30)

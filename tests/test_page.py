@@ -385,7 +385,7 @@ def main() -> None:
         driver.set_window_size(390, 844)
         open_page(driver, url)
         wait_for(lambda: driver.find_element(By.ID, "try-plot").get_attribute("data-version"), "the first prediction")
-        driver.save_screenshot(str(folder / "page-phone.png"))
+        full_page(driver, folder / "page-phone.png")
         assert_clean(driver)
     finally:
         driver.quit()

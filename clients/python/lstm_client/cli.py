@@ -23,6 +23,7 @@ EXIT_JOB_FAILED = 1  # a followed training job ended failed or cancelled
 EXIT_USAGE = 2  # bad arguments or input values (argparse uses 2 too)
 EXIT_REFUSED = 4  # the service refused the request (a 4xx)
 EXIT_SERVER = 5  # the service failed (a 5xx) or could not be reached
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 
 EPILOG = f"""\
 exit codes:
@@ -31,6 +32,7 @@ exit codes:
   {EXIT_USAGE}  usage error: bad arguments or input values
   {EXIT_REFUSED}  the service refused the request (4xx: bad input, unknown model or job, no permission, queue full)
   {EXIT_SERVER}  the service failed (5xx) or could not be reached
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C); a followed job goes on running on the server
 
 environment: LSTM_URL (default {DEFAULT_URL}), LSTM_API_TOKEN.
 """
@@ -225,6 +227,10 @@ def _cmd_train(client: Client, args: argparse.Namespace) -> int:
     try:
         for snapshot in job.watch():
             bar.show(snapshot)
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"lstm: stopped following; the job goes on (lstm cancel {job.id} stops it)", file=sys.stderr)
+        return EXIT_INTERRUPTED
     finally:
         bar.close()
     if args.json:
@@ -288,6 +294,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         _fail(EXIT_SERVER, f"cannot reach {args.url}: {exc}")
     except httpx.InvalidURL as exc:
         _fail(EXIT_USAGE, f"bad --url {args.url!r}: {exc}")
+    except KeyboardInterrupt:
+        _fail(EXIT_INTERRUPTED, "interrupted")
 
 
 def main() -> None:

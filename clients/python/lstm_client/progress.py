@@ -43,6 +43,8 @@ class Progress:
         self._last = line
 
     def close(self) -> None:
+        """End the redrawn line (once; closing again does nothing)."""
         if self.enabled and self.terminal and self._last:
             self.stream.write("\n")
             self.stream.flush()
+        self._last = ""
