@@ -211,6 +211,8 @@ def test_swagger_ui_renders_offline_in_chromium(server: Server, browser: WebDriv
         for element in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")
     }
     assert "/predict" in paths
+    loaded = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert loaded and all(name.startswith(server.url + "/") for name in loaded), loaded
     assert [entry for entry in console(browser) if entry["level"] == "SEVERE"] == []
 
 
@@ -345,6 +347,8 @@ def test_at_phone_width_the_page_has_no_horizontal_overflow(
         assert width <= 390
         assert browser.execute_script("return document.documentElement.scrollWidth") <= width
         browser.save_screenshot(str(screenshots / "page-phone.png"))
+        loaded = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+        assert loaded and all(name.startswith(server.url + "/") for name in loaded), loaded
         assert_clean(browser)
     finally:
         browser.set_window_size(1000, 1000)

@@ -84,6 +84,7 @@ async def swagger_ui(request: Request) -> HTMLResponse:
         swagger_js_url=f"{root}{DOCS_ASSETS_PATH}/swagger-ui-bundle.js",
         swagger_css_url=f"{root}{DOCS_ASSETS_PATH}/swagger-ui.css",
         swagger_favicon_url=f"{root}{DOCS_ASSETS_PATH}/favicon.png",
+        swagger_ui_parameters={"validatorUrl": None},  # no badge from the online validator
     )
 
 
