@@ -189,7 +189,7 @@ async function loadVersions() {
     card.append(make("h3", {}, entry.name), make("p", { class: "summary" }, `serving v${entry.serving_version ?? "–"}; ${aliasText}`));
     if (entry.load_error) card.appendChild(make("p", { class: "error" }, `load error: v${entry.load_error.version}: ${entry.load_error.error}`));
     const wrap = make("div", { class: "table-wrap" });
-    const table = make("table");
+    const table = make("table", { class: "versions" });
     const head = make("tr");
     for (const title of ["version", "created (UTC)", "worst MSE", "tutorial MSE", "aliases", ""]) head.appendChild(make("th", {}, title));
     table.appendChild(make("thead")).appendChild(head);
