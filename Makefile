@@ -6,14 +6,15 @@ STORE ?= model-store
 # torch is pinned and installed first, on its own: an unpinned torch would pull a CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install serve train test lint typecheck pytest clean bench-serving
+.PHONY: install browser serve train test lint typecheck pytest clean bench-serving
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]' "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet --disable-pip-version-check -e clients/python
 	touch $@
 
 # Train the default (robust) model if the store has none, then serve it on 127.0.0.1:8000.
@@ -44,7 +45,12 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install
+# The page's tests (tests/test_page.py) drive Debian's chromium through chromium-driver; a fresh machine has neither.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+pytest: install browser
 	$(BIN)/pytest
 
 test: lint typecheck pytest

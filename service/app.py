@@ -25,7 +25,7 @@ from service.predictor import Predictor
 from service.request_id import HEADER as REQUEST_ID_HEADER
 from service.request_id import RequestIdMiddleware, request_id
 from service.responses import error_response
-from service.routes import health, models, oip, predict, train
+from service.routes import health, models, oip, predict, train, ui
 from service.runtime import Runtime
 
 log = logging.getLogger("service.app")
@@ -80,12 +80,15 @@ def create_app(settings: Settings) -> FastAPI:
         title="lstm-service",
         summary="Serves LSTMs that read sine sequences (seq, batch, 1) and predict the matching cosines.",
         lifespan=lifespan,
+        docs_url=None,  # served by routes/ui.py from local assets: FastAPI's own pages load them from a CDN
+        redoc_url=None,
     )
     app.include_router(predict.router)
     app.include_router(oip.router)
     app.include_router(models.router)
     app.include_router(train.router)
     app.include_router(health.router)
+    app.include_router(ui.router)
     app.add_exception_handler(ServiceError, _domain_error)
     app.add_exception_handler(model_store.StoreError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
