@@ -214,6 +214,8 @@ def damaged_client(two_models: model_store.ModelStore) -> Iterator[TestClient]:
         assert predicted_version(client, "lstm") == 1
         (two_models.root / "lstm/aliases.json").write_bytes(b"not json{")
         assert wait_for(lambda: entry(client, "lstm")["damaged"] != [])
+        # /models reads the store itself; /metrics shows what the poller has seen: wait for both.
+        assert wait_for(lambda: 'lstm_model_damaged{model="lstm"} 1.0' in client.get("/metrics").text)
         yield client
 
 
