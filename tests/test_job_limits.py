@@ -61,8 +61,7 @@ def test_every_preset_fits_the_default_budget() -> None:
 
 def test_job_over_its_memory_limit_fails_with_a_one_line_reason(store: model_store.ModelStore) -> None:
     # No estimate check (budget 0), a 700 MiB data limit: 256 hidden units need about 2 GiB to evaluate.
-    overrides: dict[str, object] = {"job_poll_interval": 0.1, "job_memory_budget_mb": 0, "job_memory_limit_mb": 700}
-    with make_client(store, **overrides) as client:
+    with make_client(store, job_poll_interval=0.1, job_memory_budget_mb=0, job_memory_limit_mb=700) as client:
         job = client.post("/train", json={"params": TINY | {"hidden_size": 256, "max_epochs": 2}}).json()
         done = wait_job(client, job["id"], timeout=300)
         assert done["status"] == "failed", done
