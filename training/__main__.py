@@ -207,6 +207,20 @@ def out_of_memory(exc: BaseException) -> bool:
     )
 
 
+def apply_torch_threads(args: argparse.Namespace) -> int:
+    """Set torch's thread count from --torch-threads (default 1); warn when it is over the CPU budget."""
+    threads = DEFAULT_TORCH_THREADS if args.torch_threads is None else max(1, int(args.torch_threads))
+    budget = model_store.cpu_budget()
+    if threads > budget.threads:
+        print(
+            f"lstm-train: warning: {threads} torch threads but this process may use {budget.describe()}; "
+            "the extra threads wait for cores they do not get (docs/training.md, threads)",
+            file=sys.stderr,
+        )
+    torch.set_num_threads(threads)
+    return threads
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     machine = args.progress_jsonl
@@ -229,15 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_budget(config, args.memory_budget_mb, None if dataset is None else dataset.shape)
     except (ParamError, model_store.InvalidNameError, DatasetError, MemoryBudgetError) as exc:
         return fail(str(exc), 2)
-    threads = DEFAULT_TORCH_THREADS if args.torch_threads is None else max(1, int(args.torch_threads))
-    budget = model_store.cpu_budget()
-    if threads > budget.threads:
-        print(
-            f"lstm-train: warning: {threads} torch threads but this process may use {budget.describe()}; "
-            "the extra threads wait for cores they do not get (docs/training.md, threads)",
-            file=sys.stderr,
-        )
-    torch.set_num_threads(threads)
+    apply_torch_threads(args)
     store = model_store.ModelStore(args.store)
     bar = tqdm(
         total=config.max_epochs,
