@@ -36,8 +36,8 @@ def _limit_onednn_cache(capacity: int) -> None:
     """Bound oneDNN's primitive cache; it must run before this process's first forward pass.
 
     oneDNN keeps the kernels it builds for each input shape in a process-wide LRU cache of 1024 entries,
-    about 0.25 MiB each for the default model: a worker that sees many distinct shapes grew by over
-    300 MiB (docs/benchmarks.md, memory across shapes). oneDNN reads the capacity from this variable
+    0.25 MiB or more each for the default model: a worker that saw 4000 distinct shapes grew by 473 MiB
+    (docs/benchmarks.md, memory across input shapes). oneDNN reads the capacity from this variable
     once, when it builds its first primitive (importing torch builds none), so setting it here works
     in every worker and is too late only in a process that has already run a model.
     """

@@ -56,8 +56,8 @@ class Settings(BaseSettings):
         256,
         ge=0,
         le=65_536,
-        description="oneDNN primitive cache entries per worker: each distinct input shape keeps about 0.25 MiB of "
-        "kernels there, and a shape not cached pays about 1.4 ms to rebuild them (0: nothing cached)",
+        description="oneDNN primitive cache entries per worker: each distinct input shape keeps 0.25 MiB or more "
+        "of kernels there, and a shape not cached rebuilds them, a few ms (0: nothing cached)",
     )
     drain_timeout: float = Field(30.0, ge=0, description="seconds SIGTERM waits for in-flight requests")
     limit_concurrency: int | None = Field(
