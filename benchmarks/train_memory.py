@@ -62,7 +62,20 @@ def peak_rss_mib(overrides: dict[str, Any], epochs: int, rlimit: tuple[int, int]
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=1, help="epochs per run (default: %(default)s)")
+    parser.add_argument(
+        "--limit", nargs="+", action="append", metavar="KIND_THEN_MIB", help="data or as, then limits in MiB"
+    )
     args = parser.parse_args(argv)
+    if args.limit:
+        kinds = {"data": resource.RLIMIT_DATA, "as": resource.RLIMIT_AS}
+        for kind, *limits in args.limit:
+            for mib in limits:
+                try:
+                    peak = peak_rss_mib({}, args.epochs, (kinds[kind], int(mib)))
+                    print(f"RLIMIT_{kind.upper()} {mib} MiB: finished, peak RSS {peak:.0f} MiB", flush=True)
+                except RuntimeError:
+                    print(f"RLIMIT_{kind.upper()} {mib} MiB: failed", flush=True)
+        return 0
     print(
         f"| run | measured peak RSS, MiB | estimate without the x{SAFETY:g} factor | estimate | estimate / measured |"
     )

@@ -61,7 +61,8 @@ def child_setup(memory_limit_mb: int) -> None:
     child's --exit-with-parent polling stays as a fallback). RLIMIT_DATA, not RLIMIT_AS: torch reserves
     far more address space than it touches (lstm-train at 542 MiB peak RSS needs an RLIMIT_AS of 1.2 GiB
     but an RLIMIT_DATA of 0.8 GiB: docs/training.md), so a data limit stays close to the memory really
-    used. Only async-signal-safe work here: two system calls, nothing imported or allocated.
+    used. Kept to two system calls through objects bound at import: after a fork in a threaded process,
+    anything that imports or takes a lock could deadlock.
     """
     _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if memory_limit_mb:
