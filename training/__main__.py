@@ -24,9 +24,9 @@ from training.memory import DEFAULT_BUDGET_MB, MemoryBudgetError, check_budget
 from training.train import PROMOTE_CHOICES, TrainingError, TrainResult, run
 
 DEFAULT_STORE = "model-store"
-# One thread whatever the CPU budget: at this model's size a second thread made the robust preset no faster
-# alone and 2-4x slower beside other work, its OpenMP threads spin-waiting for descheduled partners
-# (docs/training.md, threads; benchmarks/train_contention.py).
+# One thread whatever the CPU budget: at this model's size a second thread buys little alone, and beside
+# other work its OpenMP threads spin-wait for descheduled partners (the tutorial preset on a busy machine:
+# 716 s with torch's 2 threads, 14.1 s with 1; docs/training.md, threads; benchmarks/train_contention.py).
 DEFAULT_TORCH_THREADS = 1
 # Each flag's environment twin where it is not LSTM_<DEST>: --store is LSTM_STORE_DIR, as for lstm-serve;
 # the thread count and the memory budget are the trainer's own, apart from lstm-serve's LSTM_TORCH_THREADS
