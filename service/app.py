@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator
 
 import torch
@@ -31,6 +32,18 @@ from service.runtime import Runtime
 log = logging.getLogger("service.app")
 
 
+def _limit_onednn_cache(capacity: int) -> None:
+    """Bound oneDNN's primitive cache; it must run before this process's first forward pass.
+
+    oneDNN keeps the kernels it builds for each input shape in a process-wide LRU cache of 1024 entries,
+    0.25 MiB or more each for the default model: a worker that saw 4000 distinct shapes grew by 473 MiB
+    (docs/benchmarks.md, memory across input shapes). oneDNN reads the capacity from this variable
+    once, when it builds its first primitive (importing torch builds none), so setting it here works
+    in every worker and is too late only in a process that has already run a model.
+    """
+    os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = str(capacity)
+
+
 def _set_torch_threads(threads: int) -> None:
     torch.set_num_threads(threads)
     with contextlib.suppress(RuntimeError):  # allowed once per process, before any parallel work
@@ -39,6 +52,7 @@ def _set_torch_threads(threads: int) -> None:
 
 def create_app(settings: Settings) -> FastAPI:
     """The service for `settings`; nothing is opened until the lifespan starts."""
+    _limit_onednn_cache(settings.onednn_cache_capacity)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -8,7 +8,12 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from training.memory import DEFAULT_BUDGET_MB
+
 MIB = 1024 * 1024
+# RLIMIT_DATA above the memory budget: a run estimated just under the budget needs its peak RSS (the
+# estimate holds a 1.25 safety factor) plus about 250 MiB of data mappings never touched (docs/training.md).
+JOB_MEMORY_HEADROOM_MB = 512
 
 
 class Settings(BaseSettings):
@@ -50,6 +55,13 @@ class Settings(BaseSettings):
         0.5, gt=0, le=60, description="seconds between checks of the store for alias changes and new models"
     )
     version_cache: int = Field(4, ge=0, le=64, description="non-serving versions kept loaded for explicit requests")
+    onednn_cache_capacity: int = Field(
+        256,
+        ge=0,
+        le=65_536,
+        description="oneDNN primitive cache entries per worker: each distinct input shape keeps 0.25 MiB or more "
+        "of kernels there, and a shape not cached rebuilds them, a few ms (0: nothing cached)",
+    )
     drain_timeout: float = Field(30.0, ge=0, description="seconds SIGTERM waits for in-flight requests")
     limit_concurrency: int | None = Field(
         None,
@@ -76,7 +88,21 @@ class Settings(BaseSettings):
     job_time_limit: float = Field(
         1800.0, gt=0, le=7 * 86_400, description="seconds a training job may run before it is stopped as failed"
     )
-    job_torch_threads: int = Field(1, ge=1, le=256, description="torch threads of each training process")
+    job_torch_threads: int = Field(
+        1, ge=1, le=256, description="torch threads of each training process (1: see docs/training.md, threads)"
+    )
+    job_memory_budget_mb: float = Field(
+        DEFAULT_BUDGET_MB,
+        ge=0,
+        description="largest estimated peak memory of a training job, MiB; POST /train answers 422 above "
+        "(0: no check; the estimate is in docs/training.md)",
+    )
+    job_memory_limit_mb: int | None = Field(
+        None,
+        ge=0,
+        description="data-size limit (RLIMIT_DATA) of each training process, MiB; unset: the budget plus 512 "
+        "(none when the budget is 0); 0: no limit",
+    )
     job_nice: int = Field(10, ge=0, le=19, description="CPU niceness of training processes (serving stays first)")
     job_poll_interval: float = Field(0.5, gt=0, le=60, description="seconds between job-runner checks")
     job_heartbeat_timeout: float = Field(
@@ -89,6 +115,13 @@ class Settings(BaseSettings):
     metrics_dir: Path | None = Field(
         None, description="prometheus multiprocess folder; lstm-serve sets one when --workers > 1"
     )
+
+    @property
+    def job_memory_limit(self) -> int:
+        """The training processes' RLIMIT_DATA in MiB (0: none): the setting, or the budget plus headroom."""
+        if self.job_memory_limit_mb is not None:
+            return self.job_memory_limit_mb
+        return int(self.job_memory_budget_mb) + JOB_MEMORY_HEADROOM_MB if self.job_memory_budget_mb else 0
 
     @field_validator("api_token")
     @classmethod

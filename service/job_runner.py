@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import json
 import logging
 import os
+import resource
 import signal
 import sys
 import time
@@ -30,7 +33,11 @@ from service.conditions import Condition
 from service.jobs import CANCELLED, FAILED, SUCCEEDED, Job, JobStore, this_owner
 
 log = logging.getLogger("service.jobs")
-STDERR_TAIL = 2000  # characters of the child's stderr kept in a failed job's error
+STDERR_TAIL = 4000  # characters of a failed child's stderr copied into the server log
+ERROR_MAX = 500  # characters of a job's one-line error
+ERROR_PREFIX = "lstm-train: error: "
+PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 # Longest stdout line accepted from the child. asyncio's default (64 KiB) leaves little room for a
 # result line with its metrics; 1 MiB does, and still bounds what one line can hold in memory. A longer
 # line makes readline() raise ValueError, which fails the job (see _follow).
@@ -45,9 +52,51 @@ class RunnerSettings:
     heartbeat_timeout: float
     torch_threads: int
     nice: int
+    memory_budget_mb: float = 0.0  # lstm-train refuses a run estimated over it (0: no check)
+    memory_limit_mb: int = 0  # RLIMIT_DATA of the training process (0: none)
 
 
-def training_command(job: Job, store_dir: Path, torch_threads: int, dataset_path: Path | None) -> list[str]:
+def child_setup(memory_limit_mb: int) -> None:
+    """Runs in the training child between fork and exec: die with the parent, and cap the data size.
+
+    PR_SET_PDEATHSIG sends SIGKILL the moment the worker that spawned the child dies, even by SIGKILL (the
+    child's --exit-with-parent polling stays as a fallback). RLIMIT_DATA, not RLIMIT_AS: torch reserves
+    far more address space than it touches (lstm-train at 542 MiB peak RSS needs an RLIMIT_AS of 1.2 GiB
+    but an RLIMIT_DATA of 0.8 GiB: docs/training.md), so a data limit stays close to the memory really
+    used. Kept to two system calls through objects bound at import: after a fork in a threaded process,
+    anything that imports or takes a lock could deadlock.
+    """
+    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if memory_limit_mb:
+        limit = memory_limit_mb << 20
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+
+
+def one_line(text: str) -> str:
+    """`text` as one line of at most ERROR_MAX characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= ERROR_MAX else flat[: ERROR_MAX - 1] + "…"
+
+
+def exit_reason(returncode: int | None, stderr_text: str) -> str:
+    """Why a training process that gave no error event failed, in one line without its traceback."""
+    if returncode is not None and returncode < 0:
+        try:
+            killed = f" (killed by {signal.Signals(-returncode).name})"
+        except ValueError:
+            killed = ""
+        return f"training exited with status {returncode}{killed}; nothing was registered"
+    errors = [line[len(ERROR_PREFIX) :] for line in stderr_text.splitlines() if line.startswith(ERROR_PREFIX)]
+    if errors:
+        return one_line(f"training exited with status {returncode}: {errors[-1]}")
+    if "MemoryError" in stderr_text or "Cannot allocate memory" in stderr_text:
+        return f"training ran out of memory while starting (exit status {returncode}); nothing was registered"
+    return f"training exited with status {returncode} without a reason; its log is in the server log"
+
+
+def training_command(
+    job: Job, store_dir: Path, torch_threads: int, dataset_path: Path | None, memory_budget_mb: float = 0.0
+) -> list[str]:
     """The lstm-train invocation for `job` (flags only: the child's environment holds no LSTM_ settings)."""
     command = [
         sys.executable,
@@ -65,6 +114,8 @@ def training_command(job: Job, store_dir: Path, torch_threads: int, dataset_path
         "--exit-with-parent",
         "--torch-threads",
         str(torch_threads),
+        "--memory-budget-mb",
+        f"{memory_budget_mb:g}",
     ]
     for name, value in job.params.items():
         command += [f"--{name.replace('_', '-')}", repr(value) if isinstance(value, float) else str(value)]
@@ -140,7 +191,11 @@ class JobRunner:
         dataset = job_dir / "dataset.npz"
         # A job queued with a dataset trains on it or fails (lstm-train: no such file); never on the preset's data.
         command = training_command(
-            job, self.store_dir, self.settings.torch_threads, dataset if job.dataset is not None else None
+            job,
+            self.store_dir,
+            self.settings.torch_threads,
+            dataset if job.dataset is not None else None,
+            self.settings.memory_budget_mb,
         )
         environment = {key: value for key, value in os.environ.items() if not key.startswith("LSTM_")}
         environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
@@ -155,6 +210,7 @@ class JobRunner:
                     stderr=stderr,
                     env=environment,
                     limit=STDOUT_LINE_LIMIT,
+                    preexec_fn=lambda: child_setup(self.settings.memory_limit_mb),
                 )  # fmt: skip
                 self._running[job.id] = process
                 log.info("job %s started (pid %s)", job.id, process.pid)
@@ -177,9 +233,11 @@ class JobRunner:
             status, error = FAILED, "the service was stopped while the job ran; nothing was registered"
         else:
             status = FAILED
+            tail = stderr_path.read_text(errors="replace")[-STDERR_TAIL:].strip() if stderr_path.exists() else ""
             if error is None:
-                tail = stderr_path.read_text(errors="replace")[-STDERR_TAIL:].strip()
-                error = f"training exited with status {process.returncode}: {tail or 'no output'}"
+                error = exit_reason(process.returncode, tail)
+            # The details (a traceback, paths) go to the server log and train.log, never into the job's error.
+            log.warning("job %s failed: %s; the end of its train.log:\n%s", job.id, error, tail or "(empty)")
         await anyio.to_thread.run_sync(lambda: self.jobs.finish(job.id, status, result=result, error=error))
         log.info("job %s %s", job.id, status)
         if status == SUCCEEDED:
@@ -218,7 +276,7 @@ class JobRunner:
                     "promotion_reason": event["promotion_reason"],
                 }
             elif kind == "error":
-                error = str(event.get("message"))
+                error = one_line(str(event.get("message")))
         await process.wait()
         if process.returncode != 0:
             result = None  # a result line followed by a failure exit cannot be trusted

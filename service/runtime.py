@@ -72,6 +72,8 @@ class Runtime:
                 heartbeat_timeout=settings.job_heartbeat_timeout,
                 torch_threads=settings.job_torch_threads,
                 nice=settings.job_nice,
+                memory_budget_mb=settings.job_memory_budget_mb,
+                memory_limit_mb=settings.job_memory_limit,
             ),
             on_success=self.refresh,
         )

@@ -62,7 +62,7 @@ def training_processes(store_dir: Path) -> list[int]:
 def fake_trainer(monkeypatch: pytest.MonkeyPatch, script: str) -> None:
     """Make the runner start `python -c script` instead of lstm-train (still found by training_processes)."""
 
-    def command(job: Job, store_dir: Path, torch_threads: int, dataset_path: Path | None) -> list[str]:
+    def command(job: Job, store_dir: Path, torch_threads: int, dataset_path: Path | None, *_: object) -> list[str]:
         return [sys.executable, "-c", script, "training", str(store_dir)]
 
     monkeypatch.setattr("service.job_runner.training_command", command)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,21 +20,60 @@ from tqdm import tqdm
 import model_store
 from training.config import BOUNDS, PRESET_NAMES, ParamError, preset
 from training.data import DatasetError, load_dataset
+from training.memory import DEFAULT_BUDGET_MB, MemoryBudgetError, check_budget
 from training.train import PROMOTE_CHOICES, TrainingError, TrainResult, run
 
 DEFAULT_STORE = "model-store"
+# One thread whatever the CPU budget: at this model's size a second thread buys little alone, and beside
+# other work its OpenMP threads spin-wait for descheduled partners (the tutorial preset on a busy machine:
+# 716 s with torch's 2 threads, 14.1 s with 1; docs/training.md, threads; benchmarks/train_contention.py).
+DEFAULT_TORCH_THREADS = 1
+# Each flag's environment twin where it is not LSTM_<DEST>: --store is LSTM_STORE_DIR, as for lstm-serve;
+# the thread count and the memory budget are the trainer's own, apart from lstm-serve's LSTM_TORCH_THREADS
+# and LSTM_JOB_MEMORY_BUDGET_MB.
+TWIN_NAMES = {
+    "store": "LSTM_STORE_DIR",
+    "torch_threads": "LSTM_TRAIN_TORCH_THREADS",
+    "memory_budget_mb": "LSTM_TRAIN_MEMORY_BUDGET_MB",
+}
+BOOLEAN_FLAGS = ("json", "no_progress", "progress_jsonl", "exit_with_parent")
+TRUE, FALSE = ("true", "1"), ("false", "0")
+# How torch reports an allocation that failed (under the job runner's memory limit, or a full machine).
+OUT_OF_MEMORY = ("can't allocate memory", "Cannot allocate memory", "DefaultCPUAllocator")
+
+
+def twin(dest: str) -> str:
+    """The environment variable that sets the flag stored in `dest`."""
+    return TWIN_NAMES.get(dest, f"LSTM_{dest.upper()}")
 
 
 def _env(name: str, default: str | None = None) -> str | None:
-    """The LSTM_-prefixed environment twin of a flag."""
-    return os.environ.get(f"LSTM_{name.upper()}", default)
+    """The value of the environment twin of the flag stored in `name`."""
+    return os.environ.get(twin(name), default)
+
+
+class UsageError(ValueError):
+    """An environment twin with a value its flag would not accept."""
+
+
+def _env_flag(name: str) -> bool:
+    """A boolean flag's twin: true/1 or false/0 (any case); unset is false."""
+    value = _env(name)
+    if value is None:
+        return False
+    if value.strip().lower() in TRUE:
+        return True
+    if value.strip().lower() in FALSE:
+        return False
+    raise UsageError(f"{twin(name)}={value!r}: expected true, false, 1 or 0")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lstm-train",
         description="Train an LSTM that reads sines and predicts cosines, and register it in the model store. "
-        "Every flag has an environment twin: --hidden-size is LSTM_HIDDEN_SIZE, --store is LSTM_STORE_DIR.",
+        "Every flag has an environment twin, listed in docs/training.md: --hidden-size is LSTM_HIDDEN_SIZE, "
+        "--json is LSTM_JSON (true/false/1/0), --store is LSTM_STORE_DIR; a flag given overrides its twin.",
     )
     parser.add_argument("--preset", choices=PRESET_NAMES, default=_env("preset", "robust"), help="default: robust")
     parser.add_argument("--store", default=_env("store_dir", DEFAULT_STORE), help="store folder (default: %(default)s)")
@@ -45,16 +86,18 @@ def build_parser() -> argparse.ArgumentParser:
         "is not worse than the serving version's, or nothing serves yet) or always (default: %(default)s)",
     )
     parser.add_argument("--report", type=Path, default=_env("report"), help="also write the report picture here")
-    parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--json", action="store_true", default=None, help="print the result as one JSON object")
+    parser.add_argument("--no-progress", action="store_true", default=None, help="hide the progress bar")
     parser.add_argument(
         "--progress-jsonl",
         action="store_true",
+        default=None,
         help="machine output for job runners: JSON lines on stdout (progress events, then a result or error)",
     )
     parser.add_argument(
         "--exit-with-parent",
         action="store_true",
+        default=None,
         help="exit at once if the parent process dies (job runners use it so no training outlives the service)",
     )
     parser.add_argument(
@@ -67,8 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--torch-threads",
         type=int,
-        default=_env("train_torch_threads"),
-        help="torch threads for training (default: torch's own choice; changes float rounding, see README)",
+        default=_env("torch_threads"),
+        help="torch threads for training (default: 1, see docs/training.md; changes float rounding, see README)",
+    )
+    parser.add_argument(
+        "--memory-budget-mb",
+        type=float,
+        default=_env("memory_budget_mb", str(DEFAULT_BUDGET_MB)),
+        help="refuse to start when the run's estimated peak memory is over this many MiB (0: no check; "
+        "default: %(default)s)",
     )
     group = parser.add_argument_group("hyper-parameters (default: the preset's value)")
     for name, bound in BOUNDS.items():
@@ -132,8 +182,47 @@ class JsonLines:
             self.emit("progress", epoch=epoch, max_epochs=max_epochs, loss=loss)
 
 
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The flags, each unset one taken from its environment twin."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        for name in BOOLEAN_FLAGS:
+            if getattr(args, name) is None:
+                setattr(args, name, _env_flag(name))
+    except UsageError as exc:
+        parser.error(str(exc))
+    return args
+
+
+def memory_limit() -> str:
+    """This process's data-size limit, as the job runner sets it, for an out-of-memory message."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_DATA)
+    return "no limit set" if soft == resource.RLIM_INFINITY else f"limit {soft >> 20} MiB"
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, MemoryError) or (
+        isinstance(exc, RuntimeError) and any(sign in str(exc) for sign in OUT_OF_MEMORY)
+    )
+
+
+def apply_torch_threads(args: argparse.Namespace) -> int:
+    """Set torch's thread count from --torch-threads (default 1); warn when it is over the CPU budget."""
+    threads = DEFAULT_TORCH_THREADS if args.torch_threads is None else max(1, int(args.torch_threads))
+    budget = model_store.cpu_budget()
+    if threads > budget.threads:
+        print(
+            f"lstm-train: warning: {threads} torch threads but this process may use {budget.describe()}; "
+            "the extra threads wait for cores they do not get (docs/training.md, threads)",
+            file=sys.stderr,
+        )
+    torch.set_num_threads(threads)
+    return threads
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     machine = args.progress_jsonl
     if args.exit_with_parent:
         exit_with_parent()
@@ -151,10 +240,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = preset(args.preset).with_overrides(overrides)
         model_store.check_name(args.model)
         dataset = None if args.dataset is None else load_dataset(args.dataset)
-    except (ParamError, model_store.InvalidNameError, DatasetError) as exc:
+        check_budget(config, args.memory_budget_mb, None if dataset is None else dataset.shape)
+    except (ParamError, model_store.InvalidNameError, DatasetError, MemoryBudgetError) as exc:
         return fail(str(exc), 2)
-    if args.torch_threads is not None:
-        torch.set_num_threads(max(1, int(args.torch_threads)))
+    apply_torch_threads(args)
     store = model_store.ModelStore(args.store)
     bar = tqdm(
         total=config.max_epochs,
@@ -183,6 +272,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         bar.close()
         return fail("interrupted; nothing was registered", 130)
+    except Exception as exc:  # the traceback goes to stderr (a job's train.log); the message stays one line
+        bar.close()
+        traceback.print_exc()
+        if out_of_memory(exc):
+            return fail(f"training ran out of memory ({memory_limit()}); nothing was registered", 1)
+        return fail(f"training failed with an unexpected {type(exc).__name__}; nothing was registered", 1)
     bar.close()
     summary = summarize(result)
     if args.report is not None:

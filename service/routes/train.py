@@ -22,6 +22,7 @@ from service.responses import json_response
 from service.runtime import DEFAULT_MODEL, Runtime
 from service.tensors import nested_to_array, parse_json_object
 from training.config import BOUNDS, ParamError, preset
+from training.memory import MemoryBudgetError, check_budget
 
 router = APIRouter(prefix="/train", tags=["training"])
 SSE_POLL_SECONDS = 0.25
@@ -89,6 +90,10 @@ def _submit(runtime: Runtime, request: TrainRequest) -> Job:
     if request.dataset is not None:
         arrays = _dataset_arrays(request.dataset, runtime.settings.max_dataset_elements)
         described = {"shape": list(arrays[0].shape)}
+    try:
+        check_budget(config, runtime.settings.job_memory_budget_mb, None if arrays is None else arrays[0].shape)
+    except MemoryBudgetError as exc:
+        raise InvalidInputError(f"{exc} (LSTM_JOB_MEMORY_BUDGET_MB)") from None
     return runtime.jobs.create(
         model=request.model,
         preset=request.preset,
