@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 from service.config import Settings
+from training.config import PRESETS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -132,3 +133,12 @@ def test_readme_client_snippet_calls_only_what_the_client_has_and_honours_promot
     ]
     assert "result['version']" not in promote_args  # the job promotes by itself when it should
     assert 'result["promoted"]' in python_snippet()
+
+
+def test_the_presets_wall_clock_limit_is_the_one_the_docs_name() -> None:
+    (limit,) = {config.time_limit for config in PRESETS.values()}  # the docs speak of one limit for both
+    files = ("docs/deploy.md", "Dockerfile", "README.md", "docs/training.md")
+    named = [
+        (name, float(s)) for name in files for s in re.findall(r"(\d+) s wall-clock limit", (ROOT / name).read_text())
+    ]
+    assert len(named) >= 2 and all(seconds == limit for _, seconds in named), named
