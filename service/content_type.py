@@ -60,7 +60,10 @@ class ContentTypeMiddleware:
             await self.app(scope, receive, send)
         elif media in LENIENT and not browser:
             headers = [(name, value) for name, value in scope["headers"] if name != b"content-type"]
-            await self.app({**scope, "headers": [*headers, (b"content-type", JSON)]}, receive, send)
+            # In place, not a copy: the routing below records the matched route in this scope, and the
+            # metrics middleware outside reads it from there.
+            scope["headers"] = [*headers, (b"content-type", JSON)]
+            await self.app(scope, receive, send)
         else:
             await error_response(refusal(declared, infer, browser), 415)(scope, receive, send)
 

@@ -136,3 +136,16 @@ def test_curl_dash_d_without_a_content_type_works_on_every_json_route(tmp_path: 
             assert int(status) == expected_status and fragment in text, (route, status, text[:300])
     finally:
         stop(server)
+
+
+def test_a_relabelled_request_is_counted_under_its_route(client: TestClient) -> None:
+    line = 'lstm_http_requests_total{method="PUT",route="/models/{name}/aliases/{alias}",status="200"}'
+
+    def count() -> float:
+        found = [row for row in client.get("/metrics").text.splitlines() if row.startswith(line)]
+        return float(found[0].split()[-1]) if found else 0.0
+
+    before = count()
+    for content_type in (None, "application/x-www-form-urlencoded"):
+        assert send(client, "alias", content_type)[0] == 200
+    assert count() == before + 2
