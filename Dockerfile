@@ -42,7 +42,7 @@ RUN pip install --no-cache-dir . \
     && find /opt/venv -depth -type d -name tests -path '*/site-packages/*' -exec rm -rf {} +
 
 # The default model: the default (robust) preset with a fixed seed, so `docker run` serves at once.
-# --time-limit 86400 lifts the preset's 600 s wall-clock limit: on a busy builder, hitting it
+# --time-limit 86400 lifts the presets' 3600 s wall-clock limit: on a busy builder, hitting it
 # would stop training early and bake a different, weaker model (README, "Determinism").
 # The store writes some files owner-only; the runtime user must be able to read (and copy) them.
 RUN lstm-train --store /opt/lstm/default-store --seed 0 --time-limit 86400 --no-progress \

@@ -6,29 +6,37 @@ STORE ?= model-store
 # torch is pinned and installed first, on its own: an unpinned torch would pull a CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install browser serve train test lint typecheck pytest clean bench-serving
+.PHONY: install install-runtime browser serve train test lint typecheck pytest clean bench-serving
 
-install: $(VENV)/.installed
+# Two installs, each with a stamp so it runs once per change of pyproject.toml: the runtime one (what
+# `make serve` needs: torch, then the project) and the dev one on top of it (test, lint and type tools).
+install-runtime: $(VENV)/.installed-runtime
+install: $(VENV)/.installed-dev
 
-$(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
+$(VENV)/.installed-runtime: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet --disable-pip-version-check -e . "$(TORCH_SPEC)"
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed-runtime clients/python/pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]' "$(TORCH_SPEC)"
 	$(BIN)/pip install --quiet --disable-pip-version-check -e clients/python
 	touch $@
 
 # Train the default (robust) model if the store has none, then serve it on 127.0.0.1:8000.
-serve: install
+serve: install-runtime
 	@$(BIN)/python -c "import model_store, sys; sys.exit(0 if model_store.ModelStore('$(STORE)').models() else 1)" \
 		|| $(BIN)/lstm-train --store $(STORE)
 	$(BIN)/lstm-serve --store $(STORE)
 
-train: install
+train: install-runtime
 	$(BIN)/lstm-train --store $(STORE)
 
-# Issue 5's serving benchmark (about 40 min, CPU-heavy; wrk from Debian must be installed). Measures the
-# default model (every server, payload and route), then the tutorial-sized model on large payloads, where
-# the forward pass dominates. Each store is trained once (seed 0); results go to $(BENCH)/*.md and *.json.
+# Issue 5's serving benchmark (CPU-heavy, about 22 min on an idle machine as docs/benchmarks.md shows, longer
+# on a busy one; wrk from Debian must be installed). Measures the default model (every server, payload and
+# route), then the tutorial-sized model on large payloads, where the forward pass dominates. Each store is
+# trained once (seed 0); results go to $(BENCH)/*.md and *.json.
 BENCH ?= .bench
 HAS_MODEL = $(BIN)/python -c "import model_store, sys; sys.exit(0 if model_store.ModelStore(sys.argv[1]).models() else 1)"
 bench-serving: install
@@ -41,6 +49,7 @@ bench-serving: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 typecheck: install
 	$(BIN)/mypy

@@ -19,6 +19,7 @@ from starlette.requests import ClientDisconnect
 import model_store
 from service.body import BodyLimitMiddleware
 from service.config import Settings
+from service.content_type import ContentTypeMiddleware
 from service.errors import ServiceError, status_for
 from service.jobs import JobStore
 from service.metrics import MetricsMiddleware
@@ -109,7 +110,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(Exception, _unexpected_error)
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(ContentTypeMiddleware)  # inside the body limit, which reads the body of a 415 to its end
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes, discard=settings.max_discard_bytes)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"])
     app.add_middleware(MetricsMiddleware)

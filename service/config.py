@@ -34,6 +34,14 @@ class Settings(BaseSettings):
         None, description="bearer token for mutating routes; when unset they are open to loopback clients only"
     )
     max_body_bytes: int = Field(16 * MIB, ge=1024, description="largest request body accepted (413 above)")
+    max_discard_bytes: int = Field(
+        64 * MIB,
+        ge=0,
+        description="largest body read to its end (and thrown away) before an early answer such as a 413, so that"
+        " clients that send their whole body before reading (urllib, requests) get the answer instead of a"
+        " connection reset; larger bodies are answered at once and the connection closed. A fixed size rather than"
+        " a multiple of the body limit: reading costs time on the connection, not memory; 0: never read",
+    )
     max_elements: int = Field(
         1_000_000, ge=1, description="largest number of tensor elements in one request (413 above)"
     )

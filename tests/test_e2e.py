@@ -50,7 +50,7 @@ def start_server(root: Path, log: Path, workers: int = 1, port: int | None = Non
             env=environment,
         )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180  # importing torch and loading models on a busy machine
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"lstm-serve exited with {process.returncode}: {log.read_text()}")
@@ -68,7 +68,7 @@ def stop(server: Server) -> int:
     if server.process.poll() is None:
         server.process.send_signal(signal.SIGTERM)
         try:
-            server.process.wait(timeout=30)
+            server.process.wait(timeout=120)
         except subprocess.TimeoutExpired:
             server.process.kill()
             server.process.wait()
@@ -223,7 +223,7 @@ def test_sigterm_drains_an_in_flight_request(two_versions: model_store.ModelStor
     assert response.startswith(b"HTTP/1.1 200"), response[:200]
     assert b'"outputs"' in response
     # uvicorn re-raises the signal once it has drained, so a clean stop reads as killed by SIGTERM.
-    assert server.process.wait(timeout=30) in (0, -signal.SIGTERM)
+    assert server.process.wait(timeout=120) in (0, -signal.SIGTERM)
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{server.url}/healthz", timeout=1)
 
@@ -249,7 +249,7 @@ def test_tritonclient_works_unchanged(two_workers: Server) -> None:
 TINY_PARAMS = {"hidden_size": 6, "num_layers": 1, "batch_size": 8, "seq_len": 16, "short_batch_size": 8}
 
 
-def wait_job(url: str, job_id: str, until: tuple[str, ...], timeout: float = 120) -> dict[str, object]:
+def wait_job(url: str, job_id: str, until: tuple[str, ...], timeout: float = 600) -> dict[str, object]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job: dict[str, object] = httpx.get(f"{url}/train/{job_id}", timeout=10).json()
@@ -270,7 +270,7 @@ def test_kill_9_during_a_job_then_restart_marks_it_failed_and_keeps_the_store(
     wait_job(server.url, job["id"], ("running",))
     server.process.kill()  # kill -9: no shutdown code runs
     server.process.wait()
-    deadline = time.monotonic() + 5  # the training child notices its parent is gone and exits
+    deadline = time.monotonic() + 60  # the training child notices its parent is gone and exits
     while time.monotonic() < deadline and any(
         str(two_versions.root).encode() in (p / "cmdline").read_bytes()
         for p in Path("/proc").iterdir()

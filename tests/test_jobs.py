@@ -34,7 +34,7 @@ FINISHED = ("succeeded", "failed", "cancelled")
 
 
 def wait_job(
-    client: TestClient, job_id: str, until: tuple[str, ...] = FINISHED, timeout: float = 120
+    client: TestClient, job_id: str, until: tuple[str, ...] = FINISHED, timeout: float = 600
 ) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
