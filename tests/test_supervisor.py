@@ -27,6 +27,8 @@ from tests.conftest import save_tiny
 from tests.test_e2e import TINY_PARAMS, Server, connections_by_worker, start_server, stop, wait_job
 from tests.test_jobs import training_processes
 
+REPO = Path(__file__).resolve().parent.parent
+
 pytestmark = pytest.mark.slow
 
 
@@ -213,19 +215,30 @@ def test_a_worker_killed_9_during_a_job_leaves_no_training_process_and_no_zombie
         assert stop(server) == 0
 
 
-def test_a_worker_that_fails_to_start_stops_lstm_serve(tmp_path: Path) -> None:
-    not_a_folder = tmp_path / "file"
-    not_a_folder.write_text("not a store")  # the app's startup cannot open a store here
-    command = [sys.executable, "-m", "service", "--store", str(not_a_folder), "--port", "0", "--workers", "2"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        out, _ = process.communicate(timeout=120)  # uvicorn's own supervisor restarted such workers forever
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert process.returncode == 3, out.decode()[-3000:]
-    assert b"before it was ready; stopping lstm-serve" in out
+# Loaded by every interpreter that PYTHONPATH reaches; it breaks only the workers' settings, so the
+# supervisor starts and each worker's app factory fails, as a worker whose start-up fails would.
+BREAK_WORKERS = """
+import os, sys
+if "--multiprocessing-fork" in sys.argv:
+    os.environ["LSTM_BATCH_MAX_SIZE"] = "0"
+"""
+
+
+def test_a_worker_that_fails_to_start_stops_lstm_serve(tmp_path: Path, served_store: model_store.ModelStore) -> None:
+    (tmp_path / "inject").mkdir()
+    (tmp_path / "inject" / "sitecustomize.py").write_text(BREAK_WORKERS)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "inject"), str(REPO)])}
+    command = [sys.executable, "-m", "service", "--store", str(served_store.root), "--port", "0", "--workers", "2"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=REPO) as process:
+        try:
+            out, _ = process.communicate(timeout=300)  # uvicorn's own supervisor restarted such workers forever
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    # lstm-serve stops with the failed worker's status: 1, from the exception its app factory raised.
+    assert process.returncode == 1, out.decode()[-3000:]
+    assert b"exited with status 1 before it was ready; stopping lstm-serve" in out
 
 
 def test_workers_setting_accepts_a_number_or_auto() -> None:
