@@ -1,6 +1,6 @@
 """The versioned model store: named models, immutable versions, aliases, verified TorchScript."""
 
-from model_store.cpu import CpuBudget, cpu_budget
+from model_store.cpu import CpuBudget, cpu_budget, idle_cores, training_threads
 from model_store.errors import (
     DamagedModelError,
     DamagedVersionError,
@@ -44,6 +44,7 @@ __all__ = [
     "check_name",
     "check_version",
     "cpu_budget",
+    "idle_cores",
     "from_bytes",
     "is_version_text",
     "script",
@@ -51,4 +52,5 @@ __all__ = [
     "sha256_hex",
     "storage_error",
     "to_bytes",
+    "training_threads",
 ]

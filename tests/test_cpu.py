@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from model_store.cpu import cpu_budget
+from model_store.cpu import CpuBudget, _cpu_times, cpu_budget, idle_cores, training_threads
 
 
 def _layout(tmp_path: Path, proc: str, files: dict[str, str]) -> tuple[Path, Path]:
@@ -79,3 +80,41 @@ def test_a_process_pinned_to_one_cpu_has_a_budget_of_one() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["1.0", "1"]
+
+
+TWO = CpuBudget(cores=2.0, affinity=2, quota=None, source="affinity")
+
+
+def test_training_uses_the_budgets_cores_only_while_they_are_idle() -> None:
+    assert training_threads(TWO, 1.9) == 2
+    assert training_threads(TWO, 1.2) == 1  # one core busy: a second thread would wait for it
+    assert training_threads(TWO, 0.05) == 1
+    assert training_threads(TWO, None) == 1  # /proc/stat unreadable: the safe choice
+    one = CpuBudget(cores=1.0, affinity=2, quota=1.0, source="cpu.max")
+    assert training_threads(one, 2.0) == 1  # idle cores beyond the quota are not ours
+
+
+def test_cpu_times_sum_idle_and_iowait_over_our_cpus_only(tmp_path: Path) -> None:
+    stat = tmp_path / "stat"
+    stat.write_text(
+        "cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 10 0 5 80 5 0 0 0 0 0\ncpu1 90 0 45 720 45 0 0 0 0 0\nintr 12345\n"
+    )
+    assert _cpu_times(stat, {0}) == (85, 100)
+    assert _cpu_times(stat, {0, 1}) == (85 + 765, 100 + 900)
+    assert _cpu_times(stat, {7}) is None
+
+
+@pytest.mark.skipif(not Path("/proc/stat").is_file(), reason="needs Linux /proc/stat")
+def test_idle_cores_sees_one_busy_loop_per_cpu() -> None:
+    loops = [
+        subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 60\nwhile time.time() < end: pass"])
+        for _ in range(AFFINITY)
+    ]
+    try:
+        time.sleep(0.5)  # let them start
+        idle = idle_cores(1.0)
+    finally:
+        for loop in loops:
+            loop.kill()
+            loop.wait()
+    assert idle is not None and idle < 0.75

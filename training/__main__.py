@@ -24,10 +24,6 @@ from training.memory import DEFAULT_BUDGET_MB, MemoryBudgetError, check_budget
 from training.train import PROMOTE_CHOICES, TrainingError, TrainResult, run
 
 DEFAULT_STORE = "model-store"
-# One thread whatever the CPU budget: at this model's size a second thread buys little alone, and beside
-# other work its OpenMP threads spin-wait for descheduled partners (the tutorial preset on a busy machine:
-# 716 s with torch's 2 threads, 14.1 s with 1; docs/training.md, threads; benchmarks/train_contention.py).
-DEFAULT_TORCH_THREADS = 1
 # Each flag's environment twin where it is not LSTM_<DEST>: --store is LSTM_STORE_DIR, as for lstm-serve;
 # the thread count and the memory budget are the trainer's own, apart from lstm-serve's LSTM_TORCH_THREADS
 # and LSTM_JOB_MEMORY_BUDGET_MB.
@@ -111,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--torch-threads",
         type=int,
         default=_env("torch_threads"),
-        help="torch threads for training (default: 1, see docs/training.md; changes float rounding, see README)",
+        help="torch threads for training (default: the CPU budget's cores when they are idle at start, else 1; "
+        "see docs/training.md; changes float rounding, see README)",
     )
     parser.add_argument(
         "--memory-budget-mb",
@@ -208,9 +205,16 @@ def out_of_memory(exc: BaseException) -> bool:
 
 
 def apply_torch_threads(args: argparse.Namespace) -> int:
-    """Set torch's thread count from --torch-threads (default 1); warn when it is over the CPU budget."""
-    threads = DEFAULT_TORCH_THREADS if args.torch_threads is None else max(1, int(args.torch_threads))
+    """Set torch's thread count from --torch-threads, else from the CPU budget and how busy it is now.
+
+    The default is the budget's whole cores when they are idle at start and one thread when they are
+    not (model_store.training_threads; docs/training.md, threads). A count over the budget warns.
+    """
     budget = model_store.cpu_budget()
+    if args.torch_threads is None:
+        threads = model_store.training_threads(budget, model_store.idle_cores())
+    else:
+        threads = max(1, int(args.torch_threads))
     if threads > budget.threads:
         print(
             f"lstm-train: warning: {threads} torch threads but this process may use {budget.describe()}; "

@@ -208,7 +208,8 @@ def run(
         scripted,
         inputs=(model_store.sequence_spec("input", model_config.input_size),),
         outputs=(model_store.sequence_spec("output", model_config.output_size),),
-        params=config.to_dict() | {"model": model_config.to_dict()},
+        # The thread count changes float rounding: with it the run can be reproduced (README, determinism).
+        params=config.to_dict() | {"model": model_config.to_dict(), "torch_threads": torch.get_num_threads()},
         metrics=metrics,
         data=describe_data(config, dataset),
         extra_files={"report.png": report},
