@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -62,3 +65,29 @@ def served_store(store: model_store.ModelStore) -> model_store.ModelStore:
 def client(served_store: model_store.ModelStore) -> Iterator[TestClient]:
     with make_client(served_store) as test_client:
         yield test_client
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 60.0) -> bool:
+    """Poll `condition` until it is true or `timeout` seconds pass (generous: the machine may be busy)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(tmp_path: Path, size: str) -> Iterator[Path]:
+    """A real tmpfs of `size` (e.g. "1m"); needs root and CAP_SYS_ADMIN, which this project's machines and CI have."""
+    mount_point = tmp_path / "tmpfs"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ import pytest
 
 import model_store
 from service.jobs import RUNNING, JobStore
-from tests.conftest import save_tiny
+from tests.conftest import mounted_tmpfs, save_tiny, wait_for
 from tests.test_e2e import TINY_PARAMS, Server, start_server, stop, wait_job
 from tests.test_jobs import training_processes
 
@@ -115,16 +115,8 @@ def test_writer_killed_mid_save_never_leaves_a_partial_version(store: model_stor
 
 @pytest.fixture
 def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """A real 1 MiB tmpfs (needs root and CAP_SYS_ADMIN, which this project's machines and CI have)."""
-    mount_point = tmp_path / "tmpfs"
-    mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    with mounted_tmpfs(tmp_path, "1m") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", str(mount_point)], check=True)
 
 
 def fill(mount_point: Path, leave_pages: int) -> Path:
@@ -196,15 +188,6 @@ def served_version(server: Server, name: str = "lstm") -> int:
     return version
 
 
-def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def log_problems(server: Server) -> list[str]:
     return [line for line in server.log.read_text().splitlines() if "Traceback" in line or "ERROR" in line]
 
@@ -259,16 +242,16 @@ def test_checkpoint_changed_on_disk_is_refused_and_the_last_good_version_keeps_s
     server = start_server(store.root, tmp_path / "serve.log")
     try:
         save_tiny(store, seed=4)  # version 3, as a trainer in another process would
-        assert eventually(lambda: served_version(server) == 3)
+        assert wait_for(lambda: served_version(server) == 3)
         store.set_alias("lstm", model_store.PRODUCTION, 2)  # roll back, then break 3 and promote it again
-        assert eventually(lambda: served_version(server) == 2)
+        assert wait_for(lambda: served_version(server) == 2)
         original = flip_a_byte(store.root / "lstm/versions/3/model.pt")
         promoted = httpx.put(f"{server.url}/models/lstm/aliases/production", json={"version": 3}, timeout=10)
         # Since issue 11 the target is verified before the alias is written: refused, the alias unchanged.
         assert promoted.status_code == 409 and "sha256" in promoted.json()["error"], promoted.text
         assert store.aliases("lstm") == {model_store.PRODUCTION: 2}
         store.set_alias("lstm", model_store.PRODUCTION, 3)  # as a writer that does not verify (another process)
-        assert eventually(
+        assert wait_for(
             lambda: (
                 [m for m in httpx.get(f"{server.url}/models").json()["models"] if m["name"] == "lstm"][0]["load_error"]
                 is not None
@@ -332,7 +315,7 @@ def test_two_servers_promoting_different_versions_at_once_agree_on_the_last_alia
         assert [answer.status_code for answer in answers] == [200] * 20, [a.text for a in answers if a.is_error]
         final: Any = json.loads((store.root / "lstm/aliases.json").read_bytes())[model_store.PRODUCTION]
         assert final in (1, 3)
-        assert eventually(lambda: served_version(first) == final and served_version(second) == final)
+        assert wait_for(lambda: served_version(first) == final and served_version(second) == final)
         assert log_problems(first) == [] and log_problems(second) == []
     finally:
         stop(first)

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from fastapi.testclient import TestClient
 
 import model_store
 from service import Settings
-from tests.conftest import LOOPBACK, REMOTE, make_client, save_tiny
-
-
-def wait_for(condition: object, timeout: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return True
-        time.sleep(0.02)
-    return False
+from tests.conftest import LOOPBACK, REMOTE, make_client, save_tiny, wait_for
 
 
 def test_models_lists_versions_aliases_and_serving(client: TestClient) -> None:

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -22,7 +22,7 @@ import pytest
 
 import model_store
 from service.jobs import JobStore
-from tests.conftest import save_tiny
+from tests.conftest import mounted_tmpfs, save_tiny, wait_for
 from tests.test_e2e import TINY_PARAMS, Server, free_port, start_server, stop
 from tests.test_faults import REPO, fill
 
@@ -35,25 +35,8 @@ def mount(*args: str) -> None:
 
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """A real 4 MiB tmpfs (needs root and CAP_SYS_ADMIN, which this project's machines and CI have)."""
-    mount_point = tmp_path / "tmpfs"
-    mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    with mounted_tmpfs(tmp_path, "4m") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", str(mount_point)], check=True)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def lines(server: Server, fragment: str) -> list[str]:

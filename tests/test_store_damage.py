@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 import model_store
-from tests.conftest import make_client, save_tiny
+from tests.conftest import make_client, save_tiny, wait_for
 from tests.test_e2e import Server, start_server, stop
 
 GARBAGE_ALIASES = {
@@ -36,15 +36,6 @@ GARBAGE_ALIASES = {
     "not-utf8": (b'{"production": "\xff"}', "not valid JSON"),
     "deep": (b"[" * 100_000, "not valid JSON"),
 }
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.fixture

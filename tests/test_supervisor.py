@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import pytest
 import model_store
 from service.config import Settings
 from service.logs import JsonFormatter
-from tests.conftest import save_tiny
+from tests.conftest import save_tiny, wait_for
 from tests.test_e2e import TINY_PARAMS, Server, connections_by_worker, start_server, stop, wait_job
 from tests.test_jobs import training_processes
 
@@ -69,15 +68,6 @@ def workers_of(server: Server) -> list[int]:
     return found
 
 
-def eventually(condition: Callable[[], bool], timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
-
-
 def kill_all(pids: list[int]) -> None:
     """Clean up after a failed test: these are descendants of the server this test started."""
     for pid in pids:
@@ -96,16 +86,16 @@ def test_kill_9_of_the_supervisor_takes_its_workers_and_their_training_with_it(
     store: model_store.ModelStore, tmp_path: Path
 ) -> None:
     server = start_server(store.root, tmp_path / "serve.log", workers=2, LSTM_JOB_POLL_INTERVAL="0.1")
-    assert eventually(lambda: len(workers_of(server)) == 2)
+    assert wait_for(lambda: len(workers_of(server)) == 2)
     body = {"params": TINY_PARAMS | {"max_epochs": 100_000}}
     job = httpx.post(f"{server.url}/train", json=body, timeout=10).json()
     wait_job(server.url, job["id"], ("running",))
-    assert eventually(lambda: len(training_processes(store.root)) == 1)
+    assert wait_for(lambda: len(training_processes(store.root)) == 1)
     left = children(server.process.pid) + training_processes(store.root)  # workers, resource tracker, training
     try:
         server.process.kill()  # kill -9: no code of the supervisor runs
         server.process.wait()
-        assert eventually(lambda: all(gone(pid) for pid in left)), [pid for pid in left if not gone(pid)]
+        assert wait_for(lambda: all(gone(pid) for pid in left)), [pid for pid in left if not gone(pid)]
     finally:
         kill_all(left)
     # The port is free at once: a new lstm-serve on it starts, and reports the job as failed, with the reason.
@@ -121,7 +111,7 @@ def test_kill_9_of_the_supervisor_takes_its_workers_and_their_training_with_it(
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sigterm_drains_every_worker_and_exits_0(store: model_store.ModelStore, tmp_path: Path, workers: int) -> None:
     server = start_server(store.root, tmp_path / "serve.log", workers=workers)
-    assert eventually(lambda: len(workers_of(server)) == (workers if workers > 1 else 0))
+    assert wait_for(lambda: len(workers_of(server)) == (workers if workers > 1 else 0))
     pids = workers_of(server)
     payload = b'{"inputs": [[[0.1]], [[0.2]], [[0.3]]]}'
     head = (
@@ -143,7 +133,7 @@ def test_sigterm_drains_every_worker_and_exits_0(store: model_store.ModelStore, 
                 response += chunk
         assert response.startswith(b"HTTP/1.1 200"), response[:200]
         assert server.process.wait(timeout=60) == 0
-        assert eventually(lambda: all(gone(pid) for pid in pids))
+        assert wait_for(lambda: all(gone(pid) for pid in pids))
     finally:
         kill_all(pids)
     assert "starting another" not in server.log.read_text()  # no worker was restarted during the shutdown
@@ -153,13 +143,13 @@ def test_a_worker_that_does_not_drain_is_killed_after_the_drain_timeout(
     store: model_store.ModelStore, tmp_path: Path
 ) -> None:
     server = start_server(store.root, tmp_path / "serve.log", workers=2, LSTM_DRAIN_TIMEOUT="1")
-    assert eventually(lambda: len(workers_of(server)) == 2)
+    assert wait_for(lambda: len(workers_of(server)) == 2)
     pids = workers_of(server)
     try:
         os.kill(pids[0], signal.SIGSTOP)  # a worker that can no longer act on SIGTERM
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(timeout=120) == 0
-        assert eventually(lambda: all(gone(pid) for pid in pids))
+        assert wait_for(lambda: all(gone(pid) for pid in pids))
     finally:
         kill_all(pids)
     assert f"(pid {pids[0]}) still runs after the drain timeout; killing it" in server.log.read_text()
@@ -168,7 +158,7 @@ def test_a_worker_that_does_not_drain_is_killed_after_the_drain_timeout(
 def test_a_worker_killed_9_is_replaced_and_serves_again(store: model_store.ModelStore, tmp_path: Path) -> None:
     server = start_server(store.root, tmp_path / "serve.log", workers=2)
     try:
-        assert eventually(lambda: sorted(connections_by_worker(server, "0A").values()) == [1, 1])
+        assert wait_for(lambda: sorted(connections_by_worker(server, "0A").values()) == [1, 1])
         first = workers_of(server)
         os.kill(first[0], signal.SIGKILL)
 
@@ -176,7 +166,7 @@ def test_a_worker_killed_9_is_replaced_and_serves_again(store: model_store.Model
             listening = connections_by_worker(server, "0A")
             return first[0] not in listening and sorted(listening.values()) == [1, 1]
 
-        assert eventually(replaced), connections_by_worker(server, "0A")
+        assert wait_for(replaced), connections_by_worker(server, "0A")
         new = next(pid for pid in workers_of(server) if pid not in first)
         assert first[1] in workers_of(server)  # the other worker served on meanwhile
         for _ in range(20):  # fresh connections: the kernel spreads them over both workers, the new one too
@@ -196,7 +186,7 @@ def test_a_worker_killed_9_during_a_job_leaves_no_training_process_and_no_zombie
         body = {"params": TINY_PARAMS | {"max_epochs": 100_000}}
         job = httpx.post(f"{server.url}/train", json=body, timeout=10).json()
         wait_job(server.url, job["id"], ("running",))
-        assert eventually(lambda: len(training_processes(store.root)) == 1)
+        assert wait_for(lambda: len(training_processes(store.root)) == 1)
         (training,) = training_processes(store.root)
         fields = stat_fields(training)
         assert fields is not None
@@ -205,10 +195,10 @@ def test_a_worker_killed_9_during_a_job_leaves_no_training_process_and_no_zombie
         os.kill(owner, signal.SIGKILL)
         # The training process exits with its worker; the supervisor (a child subreaper) collects it, so it is
         # not left a zombie, and the other worker's runner marks the job failed.
-        assert eventually(lambda: stat_fields(training) is None), stat_fields(training)
+        assert wait_for(lambda: stat_fields(training) is None), stat_fields(training)
         shown = wait_job(server.url, job["id"], ("failed", "succeeded"))
         assert shown["status"] == "failed" and "stopped before it finished" in str(shown["error"]), shown
-        assert eventually(lambda: len(workers_of(server)) == 2)  # and the killed worker was replaced
+        assert wait_for(lambda: len(workers_of(server)) == 2)  # and the killed worker was replaced
         assert store.versions("lstm") == [1]
     finally:
         kill_all(training_processes(store.root))
@@ -262,12 +252,12 @@ def serve_auto(root: Path, log: Path, prefix: list[str]) -> tuple[Server, int]:
     server = Server(url="", port=0, process=process, log=log)
     try:
         listening = re.compile(rb"on http://127\.0\.0\.1:(\d+)")
-        assert eventually(lambda: listening.search(log.read_bytes()) is not None or process.poll() is not None)
+        assert wait_for(lambda: listening.search(log.read_bytes()) is not None or process.poll() is not None)
         found = listening.search(log.read_bytes())
         assert found, log.read_text()
         server.port = int(found[1])
         server.url = f"http://127.0.0.1:{server.port}"
-        assert eventually(lambda: b"Application startup complete" in log.read_bytes())
+        assert wait_for(lambda: b"Application startup complete" in log.read_bytes())
         started = len(workers_of(server))
     except BaseException:
         stop(server)
@@ -279,7 +269,7 @@ def test_workers_auto_runs_one_worker_per_core_of_the_cpu_budget(store: model_st
     budget = model_store.cpu_budget()  # this test's process has the same affinity and cgroup as the server
     server, started = serve_auto(store.root, tmp_path / "serve.log", [])
     try:
-        assert eventually(lambda: len(workers_of(server)) == (budget.threads if budget.threads > 1 else 0))
+        assert wait_for(lambda: len(workers_of(server)) == (budget.threads if budget.threads > 1 else 0))
         text = server.log.read_text()
         workers = f"{budget.threads} worker{'' if budget.threads == 1 else 's'}"
         assert f"--workers auto: {workers} for a CPU budget of {budget.describe()}" in text
