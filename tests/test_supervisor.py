@@ -9,10 +9,8 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -23,7 +21,15 @@ import model_store
 from service.config import Settings
 from service.logs import JsonFormatter
 from tests.conftest import save_tiny, wait_for
-from tests.test_e2e import TINY_PARAMS, Server, connections_by_worker, start_server, stop, wait_job
+from tests.test_e2e import (
+    TINY_PARAMS,
+    Server,
+    connections_by_worker,
+    sigterm_during_a_request,
+    start_server,
+    stop,
+    wait_job,
+)
 from tests.test_jobs import training_processes
 
 REPO = Path(__file__).resolve().parent.parent
@@ -113,24 +119,8 @@ def test_sigterm_drains_every_worker_and_exits_0(store: model_store.ModelStore, 
     server = start_server(store.root, tmp_path / "serve.log", workers=workers)
     assert wait_for(lambda: len(workers_of(server)) == (workers if workers > 1 else 0))
     pids = workers_of(server)
-    payload = b'{"inputs": [[[0.1]], [[0.2]], [[0.3]]]}'
-    head = (
-        f"POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {len(payload)}\r\n\r\n"
-    )
     try:
-        with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
-            sock.sendall(head.encode() + payload[:10])  # a request in flight in one of the workers
-            time.sleep(0.5)
-            server.process.send_signal(signal.SIGTERM)
-            time.sleep(1.0)
-            assert server.process.poll() is None  # still draining
-            sock.sendall(payload[10:])
-            response = b""
-            while not response.rstrip().endswith(b"}"):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                response += chunk
+        response = sigterm_during_a_request(server)
         assert response.startswith(b"HTTP/1.1 200"), response[:200]
         assert server.process.wait(timeout=60) == 0
         assert wait_for(lambda: all(gone(pid) for pid in pids))
