@@ -18,17 +18,15 @@ from starlette.requests import ClientDisconnect
 
 import model_store
 from service.body import BodyLimitMiddleware
+from service.components import Components
 from service.config import Settings
 from service.content_type import ContentTypeMiddleware
 from service.errors import ServiceError, status_for
-from service.jobs import JobStore
 from service.metrics import MetricsMiddleware
-from service.predictor import Predictor
 from service.request_id import HEADER as REQUEST_ID_HEADER
 from service.request_id import RequestIdMiddleware, request_id
 from service.responses import error_response
 from service.routes import health, models, oip, predict, train, ui
-from service.runtime import Runtime
 
 log = logging.getLogger("service.app")
 
@@ -58,26 +56,20 @@ def create_app(settings: Settings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         _set_torch_threads(settings.torch_threads)
-        store = model_store.ModelStore(settings.store_dir)
-        runtime = Runtime(
-            settings=settings,
-            store=store,
-            predictor=Predictor(store, settings.version_cache),
-            jobs=await asyncio.to_thread(JobStore, settings.store_dir),
-        )
-        await runtime.refresh()
-        if not runtime.predictor.ready:
-            log.warning(runtime.not_ready_message())
-        app.state.runtime = runtime
+        components = await Components.open(settings)
+        await components.poller.refresh()
+        if not components.dataplane.ready:
+            log.warning(components.dataplane.not_ready_message())
+        app.state.components = components
         # Everything loaded so far (torch, the models) lives for the whole process: move it out of
         # the collector's reach, or each nested JSON body (a list per number) triggers ~90 ms full
         # collections over ~200k long-lived objects.
         gc.collect()
         gc.freeze()
-        runner = runtime.start_runner()
+        runner = components.start_runner()
         await runner.recover()
         tasks = [
-            asyncio.create_task(runtime.poll(), name="store-poll"),
+            asyncio.create_task(components.poller.run_forever(), name="store-poll"),
             asyncio.create_task(runner.run_forever(), name="job-runner"),
         ]
         try:
@@ -89,7 +81,7 @@ def create_app(settings: Settings) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await runner.close()
-            await runtime.close()
+            await components.close()
 
     app = FastAPI(
         title="lstm-service",

@@ -1,4 +1,4 @@
-"""FastAPI dependencies as Annotated aliases: the runtime, and the rule for mutating routes."""
+"""FastAPI dependencies as Annotated aliases: the process's components, and the rule for mutating routes."""
 
 from __future__ import annotations
 
@@ -7,18 +7,58 @@ import ipaddress
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from service.components import Components
+from service.config import Settings
+from service.dataplane import DataPlane
 from service.errors import ForbiddenError, UnauthorizedError
-from service.runtime import Runtime
+from service.jobs import JobStore
+from service.repository import Repository
+
+# Each dependency reads app.state itself (no chain of sub-dependencies: one call per request each).
+# async on purpose: FastAPI runs plain-def dependencies in a thread pool, one hop per request.
 
 
-async def get_runtime(request: Request) -> Runtime:
-    # async on purpose: FastAPI runs plain-def dependencies in a thread pool, one hop per request.
-    runtime: Runtime = request.app.state.runtime
-    return runtime
+async def get_components(request: Request) -> Components:
+    components: Components = request.app.state.components
+    return components
 
 
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+async def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.components.settings
+    return settings
+
+
+async def get_dataplane(request: Request) -> DataPlane:
+    dataplane: DataPlane = request.app.state.components.dataplane
+    return dataplane
+
+
+async def get_repository(request: Request) -> Repository:
+    repository: Repository = request.app.state.components.repository
+    return repository
+
+
+async def get_jobs(request: Request) -> JobStore:
+    jobs: JobStore = request.app.state.components.jobs
+    return jobs
+
+
+ComponentsDep = Annotated[Components, Depends(get_components)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+DataPlaneDep = Annotated[DataPlane, Depends(get_dataplane)]
+RepositoryDep = Annotated[Repository, Depends(get_repository)]
+JobsDep = Annotated[JobStore, Depends(get_jobs)]
+
+# auto_error=False: a missing or malformed header is answered by require_admin, with this service's messages
+# (and not at all while no token is set); declared here so that OpenAPI shows the bearer scheme.
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="token",
+    description="LSTM_API_TOKEN; while it is unset, management routes are open to loopback clients only",
+)
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
 def _is_loopback(host: str | None) -> bool:
@@ -30,9 +70,9 @@ def _is_loopback(host: str | None) -> bool:
         return False
 
 
-async def require_admin(request: Request, runtime: RuntimeDep) -> None:
+async def require_admin(request: Request, settings: SettingsDep, credentials: BearerDep) -> None:
     """Training and store changes: a bearer token when one is configured, else loopback clients only."""
-    token = runtime.settings.api_token
+    token = settings.api_token
     if token is None:
         host = request.client.host if request.client else None
         if not _is_loopback(host):
@@ -41,11 +81,11 @@ async def require_admin(request: Request, runtime: RuntimeDep) -> None:
                 "set a token and send 'Authorization: Bearer <token>'"
             )
         return
-    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not credentials:
+    if credentials is None:  # no Authorization header, another scheme, or no credentials after "Bearer"
         raise UnauthorizedError("missing credentials; expected 'Authorization: Bearer <token>'")
-    if not hmac.compare_digest(credentials.encode(), token.get_secret_value().encode()):
+    if not hmac.compare_digest(credentials.credentials.encode(), token.get_secret_value().encode()):
         raise ForbiddenError("invalid token")
 
 
+# A route's `dependencies=[AdminDep]`: it answers nothing, it only refuses.
 AdminDep = Depends(require_admin)

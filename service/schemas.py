@@ -1,11 +1,17 @@
-"""Pydantic models of the JSON envelopes the routes answer, and the error body every 4xx/5xx carries."""
+"""Pydantic models of the JSON envelopes the routes answer, and the error body every 4xx/5xx carries.
+
+Tensors are not validated through these: /predict and OIP inference parse and encode them with orjson and
+numpy, and the models here only document those bodies for OpenAPI.
+"""
 
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+import model_store
 
 # Statuses any route may answer whatever it does: a body over the limit, a wrong content type, a body that
 # is not what the route expects, the server's own trouble (a failing store, a full disk).
@@ -24,3 +30,237 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         status: {"model": ErrorBody, "description": HTTPStatus(status).phrase}
         for status in sorted({*statuses, *COMMON_ERRORS})
     }
+
+
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """`model`'s JSON schema with its `$defs` written in place, for an `openapi_extra` request body (which
+    FastAPI copies as is, so a `#/$defs/...` reference there would point nowhere in the document)."""
+    schema = model.model_json_schema()
+    defs: dict[str, Any] = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
+
+
+# ---- health and readiness --------------------------------------------------------------------------------
+
+
+class Liveness(BaseModel):
+    """GET /healthz."""
+
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    """GET /readyz once a model is loaded: the version this worker serves of each model."""
+
+    status: Literal["ready"] = "ready"
+    serving: dict[str, int]
+
+
+class NotReady(BaseModel):
+    """GET /readyz before any model is loaded, and how to get one."""
+
+    status: Literal["not ready"] = "not ready"
+    error: str
+
+
+# ---- the Open Inference Protocol -------------------------------------------------------------------------
+
+
+class ServerMetadata(BaseModel):
+    """GET /v2."""
+
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class ServerLive(BaseModel):
+    """GET /v2/health/live."""
+
+    live: bool
+
+
+class ServerReady(BaseModel):
+    """GET /v2/health/ready."""
+
+    ready: bool
+
+
+class ModelReady(BaseModel):
+    """GET /v2/models/{name}[/versions/{version}]/ready."""
+
+    name: str
+    ready: bool
+
+
+class TensorMetadata(BaseModel):
+    """One tensor a model takes or gives; -1 marks a free dimension."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+
+    @classmethod
+    def of(cls, spec: model_store.TensorSpec) -> TensorMetadata:
+        return cls(name=spec.name, datatype=spec.datatype, shape=list(spec.shape))
+
+
+class ModelMetadata(BaseModel):
+    """GET /v2/models/{name}[/versions/{version}]: the model's versions, input and output tensors."""
+
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
+class InferInput(BaseModel):
+    """One input tensor of an OIP request; `data` is read by numpy, not validated here."""
+
+    name: str
+    shape: list[int]
+    datatype: Literal["FP32", "FP64"]
+    parameters: dict[str, Any] | None = Field(None, description="binary_data_size with the binary extension")
+    data: list[Any] | None = Field(None, description="the numbers, flat or nested as `shape`")
+
+
+class RequestedOutput(BaseModel):
+    """An output an OIP request asks for."""
+
+    name: str
+    parameters: dict[str, Any] | None = Field(None, description="binary_data: true for raw bytes")
+
+
+class InferRequestHeader(BaseModel):
+    """The JSON of an OIP inference request (the header, with the binary extension). Documents the body:
+    service/oip.py checks it by hand so that each problem gets its own message, and tensors stay on numpy."""
+
+    id: str | None = None
+    parameters: dict[str, Any] | None = Field(None, description="binary_data_output: true for raw output bytes")
+    inputs: list[InferInput] = Field(min_length=1, max_length=1)
+    outputs: list[RequestedOutput] | None = None
+
+
+class InferOutput(BaseModel):
+    """The one output tensor of an OIP answer: `data` in JSON, or `parameters.binary_data_size` raw bytes."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+    data: list[float | None] | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class InferResponseHeader(BaseModel):
+    """The JSON of an OIP inference answer (the header, with the binary extension). Documents the answer,
+    which service/oip.py writes with orjson straight from the numpy array."""
+
+    model_name: str
+    model_version: str
+    id: str | None = None
+    outputs: list[InferOutput]
+
+
+# ---- /predict --------------------------------------------------------------------------------------------
+
+
+class PredictResponse(BaseModel):
+    """POST /predict: the cosines shaped (seq, batch, 1) like the inputs. Documents the answer, which
+    service/tensors.py writes with orjson straight from the numpy array."""
+
+    outputs: list[list[list[float | None]]]
+    model: str
+    version: int
+
+
+# ---- the model store -------------------------------------------------------------------------------------
+
+
+class VersionSummary(BaseModel):
+    """One version in a model listing."""
+
+    version: int
+    created_at: str
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+    sha256: str
+
+
+class LoadError(BaseModel):
+    """The last version of a model that this worker could not load, and why."""
+
+    version: int
+    error: str
+
+
+class ModelSummary(BaseModel):
+    """One model in GET /models."""
+
+    name: str
+    aliases: dict[str, int]
+    serving_version: int | None
+    load_error: LoadError | None
+    damaged: list[str] = Field(description="why parts of this model cannot be used")
+    versions: list[VersionSummary]
+
+
+class DamagedEntry(BaseModel):
+    """An entry of the store named like a model that cannot be used, and why."""
+
+    name: str
+    error: str
+
+
+class ModelListing(BaseModel):
+    """GET /models."""
+
+    models: list[ModelSummary]
+    damaged: list[DamagedEntry]
+
+
+class VersionManifest(BaseModel):
+    """GET /models/{name}/versions/{version}: the version's manifest as the store keeps it."""
+
+    model_config = ConfigDict(extra="allow")  # a newer manifest's fields pass through
+
+    name: str
+    version: int
+    created_at: str
+    sha256: str
+    torch_version: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+    data: dict[str, Any]
+    files: list[str]
+    format: str
+
+
+class AliasUpdate(BaseModel):
+    """Body of PUT /models/{name}/aliases/{alias}."""
+
+    version: int = Field(ge=1, le=model_store.MAX_VERSION, description="the version the alias points at")
+
+
+class AliasSet(BaseModel):
+    """The answer to PUT /models/{name}/aliases/{alias}."""
+
+    model: str
+    alias: str
+    version: int
+    serving_version: int | None = Field(description="what this worker serves now")
+    repaired: str | None = Field(description="the damage of the alias file that was replaced, if it was")

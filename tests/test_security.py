@@ -90,7 +90,7 @@ def test_a_500_has_no_traceback_and_names_its_request_id_in_the_answer_and_the_l
         def broken() -> model_store.Scan:
             raise RuntimeError("secret internals /etc/passwd")
 
-        app.state.runtime.store.scan = broken  # what GET /models lists the store with
+        app.state.components.repository.store.scan = broken  # what GET /models lists the store with
         with caplog.at_level(logging.ERROR, logger="service.app"):
             response = client.get("/models", headers={"X-Request-ID": "trace-me-123"})
     assert response.status_code == 500
@@ -163,7 +163,7 @@ def test_a_burst_of_event_streams_never_exceeds_the_cap(store: model_store.Model
     job = jobs.create(model="lstm", preset="robust", promote="never", params={}, max_epochs=5, queue_max=5)
     jobs.claim("another-host:1", concurrency=1)  # running elsewhere: this service never touches it
     with make_client(store, max_sse_clients=2, job_heartbeat_timeout=3600) as client:
-        runtime = client.app.state.runtime  # type: ignore[attr-defined]
+        runtime = client.app.state.components  # type: ignore[attr-defined]
         statuses: list[int] = []
         opened = threading.Barrier(8)
         answered = threading.Barrier(9)  # the 8 clients and this test

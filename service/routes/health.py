@@ -7,30 +7,35 @@ from fastapi import APIRouter, Response
 from fastapi.responses import PlainTextResponse
 
 from service import metrics
-from service.deps import RuntimeDep
+from service.deps import ComponentsDep, DataPlaneDep
 from service.responses import json_response
+from service.schemas import Liveness, NotReady, Readiness, error_responses
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], responses=error_responses())
 
 
 @router.get("/healthz")
-async def healthz() -> dict[str, str]:
+async def healthz() -> Liveness:
     """200 while the process is up."""
-    return {"status": "ok"}
+    return Liveness()
 
 
-@router.get("/readyz", responses={503: {"description": "no model loaded yet"}})
-async def readyz(runtime: RuntimeDep) -> Response:
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": NotReady, "description": "no model loaded yet"}},
+)
+async def readyz(dataplane: DataPlaneDep) -> Response:
     """200 once a model is loaded, else 503 with how to get one."""
-    serving = {name: served.version for name, served in runtime.predictor.serving().items()}
+    serving = dataplane.serving()
     if not serving:
-        return json_response({"status": "not ready", "error": runtime.not_ready_message()}, 503)
-    return json_response({"status": "ready", "serving": serving})
+        return json_response(NotReady(error=dataplane.not_ready_message()).model_dump(), 503)
+    return json_response(Readiness(serving=serving).model_dump())
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
-async def prometheus_metrics(runtime: RuntimeDep) -> Response:
+async def prometheus_metrics(components: ComponentsDep) -> Response:
     """Prometheus text: requests and latencies per route and status, batch sizes, served versions, jobs."""
-    await anyio.to_thread.run_sync(runtime.publish_jobs)
-    runtime_text, content_type = metrics.render()
-    return Response(runtime_text, media_type=content_type)
+    await anyio.to_thread.run_sync(components.job_gauges.publish_jobs)
+    text, content_type = metrics.render()
+    return Response(text, media_type=content_type)

@@ -6,8 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from service.deps import RuntimeDep
-from service.runtime import DEFAULT_MODEL
+from service.dataplane import DEFAULT_MODEL
+from service.deps import DataPlaneDep
+from service.schemas import PredictResponse, error_responses
 from service.tensors import encode_predict, nested_to_array, parse_predict
 
 router = APIRouter(tags=["inference"])
@@ -41,37 +42,25 @@ PREDICT_BODY: dict[str, Any] = {
         }
     },
 }
-PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "the predicted cosines, shaped like the inputs",
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["outputs", "model", "version"],
-                    "properties": {
-                        "outputs": {"type": "array", "items": {"type": "array", "items": {"type": "array"}}},
-                        "model": {"type": "string"},
-                        "version": {"type": "integer"},
-                    },
-                }
-            }
-        },
-    }
-}
 
 
-@router.post("/predict", openapi_extra={"requestBody": PREDICT_BODY}, responses=PREDICT_RESPONSES)
-async def predict(request: Request, runtime: RuntimeDep) -> Response:
+@router.post(
+    "/predict",
+    openapi_extra={"requestBody": PREDICT_BODY},
+    response_model=PredictResponse,
+    responses={
+        200: {"description": "the predicted cosines, shaped like the inputs"},
+        **error_responses(400, 404, 409),
+    },
+)
+async def predict(request: Request, dataplane: DataPlaneDep) -> Response:
     """Predict cos for sine sequences shaped (seq, batch, 1)."""
     body = await request.body()  # BodyLimitMiddleware bounds it
     parsed = parse_predict(body, default_model=DEFAULT_MODEL)
-    served = await runtime.model_for(parsed.model, parsed.version)
+    served = await dataplane.model_for(parsed.model, parsed.version)
     inputs = nested_to_array(
-        parsed.inputs,
-        label="'inputs'",
-        features=served.input_size,
-        max_elements=runtime.settings.max_elements,
+        parsed.inputs, label="'inputs'", features=served.input_size, max_elements=dataplane.max_elements
     )
-    outputs = await runtime.infer(served, inputs)
+    outputs = await dataplane.infer(served, inputs)
+    # orjson straight from the array; PredictResponse only documents this body (validating it would cost more)
     return Response(encode_predict(outputs, served.name, served.version), media_type="application/json")

@@ -15,11 +15,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.background import BackgroundTask
 
 import model_store
-from service.deps import AdminDep, RuntimeDep
+from service.config import Settings
+from service.dataplane import DEFAULT_MODEL
+from service.deps import AdminDep, ComponentsDep, JobsDep, SettingsDep
 from service.errors import BusyError, InvalidInputError
-from service.jobs import Job
+from service.jobs import Job, JobStore
 from service.responses import json_response
-from service.runtime import DEFAULT_MODEL, Runtime
 from service.tensors import nested_to_array, parse_json_object
 from training.config import BOUNDS, ParamError, preset
 from training.memory import MemoryBudgetError, check_budget
@@ -79,7 +80,7 @@ def _dataset_arrays(dataset: dict[str, Any], limit: int) -> tuple[np.ndarray, np
     return inputs, targets
 
 
-def _submit(runtime: Runtime, request: TrainRequest) -> Job:
+def _submit(settings: Settings, jobs: JobStore, request: TrainRequest) -> Job:
     """Validate, queue, and store the dataset beside the job (blocking: runs in a thread)."""
     try:
         config = preset(request.preset).with_overrides(request.params)
@@ -88,19 +89,19 @@ def _submit(runtime: Runtime, request: TrainRequest) -> Job:
     arrays = None
     described = None
     if request.dataset is not None:
-        arrays = _dataset_arrays(request.dataset, runtime.settings.max_dataset_elements)
+        arrays = _dataset_arrays(request.dataset, settings.max_dataset_elements)
         described = {"shape": list(arrays[0].shape)}
     try:
-        check_budget(config, runtime.settings.job_memory_budget_mb, None if arrays is None else arrays[0].shape)
+        check_budget(config, settings.job_memory_budget_mb, None if arrays is None else arrays[0].shape)
     except MemoryBudgetError as exc:
         raise InvalidInputError(f"{exc} (LSTM_JOB_MEMORY_BUDGET_MB)") from None
-    return runtime.jobs.create(
+    return jobs.create(
         model=request.model,
         preset=request.preset,
         promote=request.promote,
         params={name: getattr(config, name) for name in BOUNDS},
         max_epochs=config.max_epochs,
-        queue_max=runtime.settings.job_queue_max,
+        queue_max=settings.job_queue_max,
         dataset=described,
         arrays=arrays,  # stored beside the job before it is queued
     )
@@ -113,43 +114,43 @@ def _submit(runtime: Runtime, request: TrainRequest) -> Job:
     openapi_extra={"requestBody": {"content": {"application/json": {"schema": TrainRequest.model_json_schema()}}}},
     responses={202: {"description": "the queued job; Location names it"}, 429: {"description": "queue full"}},
 )
-async def submit(request: Request, runtime: RuntimeDep) -> Response:
+async def submit(request: Request, settings: SettingsDep, jobs: JobsDep, components: ComponentsDep) -> Response:
     """Queue a training job; poll Location, or follow /train/{id}/events."""
     body = await request.body()  # BodyLimitMiddleware bounds it
     parsed = _parse(body)
-    job = await anyio.to_thread.run_sync(_submit, runtime, parsed)
-    runtime.wake_runner()
+    job = await anyio.to_thread.run_sync(_submit, settings, jobs, parsed)
+    components.wake_runner()
     return json_response(job.public(), 202, headers={"Location": f"/train/{job.id}"})
 
 
 @router.get("")
 async def list_jobs(
-    runtime: RuntimeDep,
+    jobs_store: JobsDep,
     limit: int = Query(20, ge=1, le=200, description="jobs per page"),
     offset: int = Query(0, ge=0, le=2**31 - 1, description="jobs to skip"),
 ) -> dict[str, Any]:
     """Jobs, newest first, a page at a time."""
-    jobs, total = await anyio.to_thread.run_sync(runtime.jobs.page, limit, offset)
+    jobs, total = await anyio.to_thread.run_sync(jobs_store.page, limit, offset)
     return {"jobs": [job.public() for job in jobs], "total": total, "limit": limit, "offset": offset}
 
 
 @router.get("/{job_id}")
-async def get_job(job_id: str, runtime: RuntimeDep) -> dict[str, Any]:
+async def get_job(job_id: str, jobs: JobsDep) -> dict[str, Any]:
     """One job: status, progress, result or error."""
-    job = await anyio.to_thread.run_sync(runtime.jobs.get, job_id)
+    job = await anyio.to_thread.run_sync(jobs.get, job_id)
     return job.public()
 
 
 @router.delete("/{job_id}", dependencies=[AdminDep], responses={409: {"description": "the job has finished"}})
-async def cancel_job(job_id: str, runtime: RuntimeDep) -> dict[str, Any]:
+async def cancel_job(job_id: str, jobs: JobsDep, settings: SettingsDep, components: ComponentsDep) -> dict[str, Any]:
     """Cancel a queued or running job; 409 once it has finished."""
-    job = await anyio.to_thread.run_sync(runtime.jobs.request_cancel, job_id)
-    runtime.wake_runner()
+    job = await anyio.to_thread.run_sync(jobs.request_cancel, job_id)
+    components.wake_runner()
     # The worker that runs it stops it on its next tick; wait a little so the answer is final.
-    deadline = asyncio.get_running_loop().time() + 5 * runtime.settings.job_poll_interval + 2
+    deadline = asyncio.get_running_loop().time() + 5 * settings.job_poll_interval + 2
     while not job.finished and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.05)
-        job = await anyio.to_thread.run_sync(runtime.jobs.get, job_id)
+        job = await anyio.to_thread.run_sync(jobs.get, job_id)
     return job.public()
 
 
@@ -162,21 +163,23 @@ def _event(name: str, payload: dict[str, Any]) -> bytes:
     response_class=StreamingResponse,
     responses={200: {"content": {"text/event-stream": {}}, "description": "job snapshots until it finishes"}},
 )
-async def job_events(job_id: str, request: Request, runtime: RuntimeDep) -> StreamingResponse:
+async def job_events(
+    job_id: str, request: Request, jobs: JobsDep, settings: SettingsDep, components: ComponentsDep
+) -> StreamingResponse:
     """Server-sent events: the job whenever it changes, then `end` when it finishes."""
-    job = await anyio.to_thread.run_sync(runtime.jobs.get, job_id)
-    if runtime.sse_clients >= runtime.settings.max_sse_clients:
-        raise BusyError(f"too many event streams open ({runtime.sse_clients}); poll GET /train/{job_id} instead")
+    job = await anyio.to_thread.run_sync(jobs.get, job_id)
+    if components.sse_clients >= settings.max_sse_clients:
+        raise BusyError(f"too many event streams open ({components.sse_clients}); poll GET /train/{job_id} instead")
     # Counted now, with no await between check and count (counted when the stream started, a burst all passed
     # the check); given back once: when the stream ends, or after the response if the stream never started.
-    runtime.sse_clients += 1
+    components.sse_clients += 1
     released = False
 
     def release() -> None:
         nonlocal released
         if not released:
             released = True
-            runtime.sse_clients -= 1
+            components.sse_clients -= 1
 
     async def stream() -> AsyncIterator[bytes]:
         try:
@@ -198,7 +201,7 @@ async def job_events(job_id: str, request: Request, runtime: RuntimeDep) -> Stre
                 if await request.is_disconnected():
                     return
                 await asyncio.sleep(SSE_POLL_SECONDS)
-                current = await anyio.to_thread.run_sync(runtime.jobs.get, job_id)
+                current = await anyio.to_thread.run_sync(jobs.get, job_id)
         finally:
             release()
 

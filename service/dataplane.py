@@ -1,0 +1,171 @@
+"""The data plane every transport calls: inference, model metadata and readiness, in plain Python (no web framework).
+
+REST routes (and later gRPC and WebSocket handlers) decode a request, call a DataPlane method with plain
+values (names, version references, numpy arrays) and encode what it returns; errors are the domain errors
+of service/errors.py and model_store, which each transport maps to its own statuses through one table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from importlib.metadata import PackageNotFoundError, version
+
+import anyio.to_thread
+import numpy as np
+import torch
+
+import model_store
+from service import metrics
+from service.batching import Batcher
+from service.config import Settings
+from service.errors import InvalidInputError, NotReadyError
+from service.predictor import Predictor, ServedModel
+from service.schemas import ModelMetadata, ServerMetadata, TensorMetadata
+from service.tensors import brief
+
+DEFAULT_MODEL = "lstm"
+SERVER_NAME = "lstm-service"
+EXTENSIONS = ("binary_tensor_data",)
+PLATFORM = "pytorch_torchscript"
+
+
+def server_version() -> str:
+    try:
+        return version("lstm-service")
+    except PackageNotFoundError:
+        return "0"
+
+
+def parse_version(raw: str) -> int | str:
+    """A version reference from text (a URL part): a version number, or an alias (any other valid name);
+    a numeric string is always a version."""
+    if model_store.is_version_text(raw):
+        return model_store.check_version(int(raw))
+    try:
+        return model_store.check_name(raw, "alias")
+    except model_store.InvalidNameError:
+        raise InvalidInputError(
+            f"model version {brief(raw)} is neither a positive integer nor an alias name ({model_store.NAME_PATTERN})"
+        ) from None
+
+
+class DataPlane:
+    """Runs the store's models for requests, says what they are, and whether this worker can answer."""
+
+    def __init__(self, settings: Settings, store: model_store.ModelStore, predictor: Predictor) -> None:
+        self.settings = settings
+        self.store = store
+        self.predictor = predictor
+        # One thread: torch already uses `torch_threads` inside a forward; more threads would only
+        # make large requests contend. torch's thread count is per OS thread, so the inference
+        # thread sets its own (otherwise it gets an OpenMP team that busy-waits on a second core).
+        self.executor = ThreadPoolExecutor(
+            1, "inference", initializer=torch.set_num_threads, initargs=(settings.torch_threads,)
+        )
+        self.batcher: Batcher | None = None
+        if settings.batching:
+            self.batcher = Batcher(
+                self._forward_in_thread,
+                max_batch=settings.batch_max_size,
+                max_wait=settings.batch_max_wait_ms / 1000,
+                on_batch=lambda name, size: metrics.BATCH_SIZE.labels(name).observe(size),
+                inline_max_elements=settings.inline_max_elements,
+            )
+
+    @property
+    def max_elements(self) -> int:
+        """The most numbers one request's tensor may hold."""
+        return self.settings.max_elements
+
+    # ---- readiness -----------------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """Whether any model is loaded."""
+        return self.predictor.ready
+
+    def serving(self) -> dict[str, int]:
+        """The version this worker serves of each model."""
+        return {name: served.version for name, served in self.predictor.serving().items()}
+
+    def not_ready_message(self) -> str:
+        return (
+            f"no model is loaded: the store at {self.settings.store_dir} has no model yet; train one with "
+            f"`lstm-train --store {self.settings.store_dir}` (or POST /train) and it is served within "
+            f"{self.settings.poll_interval:g} s"
+        )
+
+    def check_ready(self) -> None:
+        """NotReadyError, saying how to get a model, until one is loaded."""
+        if not self.ready:
+            raise NotReadyError(self.not_ready_message())
+
+    async def check_model_ready(self, name: str, version: int | str | None) -> None:
+        """Raises unless the model (a version, an alias, or None for the serving one) can answer: 404 unknown,
+        503 empty store; loads a named version."""
+        await self.model_for(name, version)
+
+    # ---- metadata ------------------------------------------------------------------------------------
+
+    def server_metadata(self) -> ServerMetadata:
+        return ServerMetadata(name=SERVER_NAME, version=server_version(), extensions=list(EXTENSIONS))
+
+    def model_metadata(self, name: str, version: int | str | None) -> ModelMetadata:
+        """The model's versions and the tensors of `version` (None: the serving one)."""
+        versions = self.store.versions(name)
+        if not versions:
+            raise model_store.ModelNotFoundError(f"model {name!r} not found")
+        # What this worker serves, and aliases as it last read them: metadata agrees with inference (and a
+        # damaged alias file does not break a client that reads metadata before it infers).
+        served = self.predictor.current(name) if version is None else None
+        if served is not None:
+            manifest = served.manifest
+        elif version is None:
+            manifest = self.store.manifest(name, self.store.resolve(name))
+        else:
+            manifest = self.store.manifest(name, self.predictor.version_of(name, version))
+        return ModelMetadata(
+            name=name,
+            versions=[str(v) for v in versions],
+            platform=PLATFORM,
+            inputs=[TensorMetadata.of(spec) for spec in manifest.inputs],
+            outputs=[TensorMetadata.of(spec) for spec in manifest.outputs],
+        )
+
+    # ---- inference -----------------------------------------------------------------------------------
+
+    async def model_for(self, name: str, version: int | str | None) -> ServedModel:
+        """The model a request asked for (a version, an alias, or None for the serving one); a non-serving
+        version is loaded off the event loop."""
+        if not self.predictor.ready and version is None:
+            if not self.store.versions(name):
+                raise NotReadyError(self.not_ready_message())
+        found = self.predictor.resolve(name, version)
+        if isinstance(found, ServedModel):
+            return found
+        return await anyio.to_thread.run_sync(self.predictor.load_version, name, found)
+
+    async def infer(self, served: ServedModel, x: np.ndarray) -> np.ndarray:
+        """Run the model on one request's (seq, batch, input) float32 array: batched with others when small,
+        else alone. Returns (seq, batch, output) float32.
+
+        A tiny request runs inline (a thread hop costs more than it does): here without batching, in the
+        batcher when it is a batch of one.
+        """
+        if self.batcher is not None and x.size <= self.settings.batch_max_elements:
+            return await self.batcher.submit(served, x)  # the batcher records the batch size
+        if x.size <= self.settings.inline_max_elements:
+            output = served(x)
+        else:
+            output = await self._forward_in_thread(served, x)
+        metrics.BATCH_SIZE.labels(served.name).observe(x.shape[1])
+        return output
+
+    async def _forward_in_thread(self, served: ServedModel, x: np.ndarray) -> np.ndarray:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, served, x)
+
+    async def close(self) -> None:
+        if self.batcher is not None:
+            await self.batcher.close()
+        self.executor.shutdown(wait=True)

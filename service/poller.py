@@ -1,0 +1,56 @@
+"""The store poller: follows alias changes and new models, and publishes what is served (and damaged) to /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import anyio.to_thread
+
+from service import metrics
+from service.conditions import Condition
+from service.predictor import Predictor
+
+log = logging.getLogger("service.poller")
+
+
+class Poller:
+    """Brings the predictor to what the store says, every `interval` seconds or when asked (`refresh`)."""
+
+    def __init__(self, predictor: Predictor, interval: float) -> None:
+        self.predictor = predictor
+        self.interval = interval
+        self.trouble = Condition(log, "store poll failed")
+        self._damage_published: set[str] = set()
+
+    async def refresh(self) -> None:
+        """Pick up alias changes and new models, and publish what is served to /metrics."""
+        changed = await anyio.to_thread.run_sync(self.predictor.refresh)
+        for name in changed:
+            metrics.SWAPS.labels(name).inc()
+        self.publish_state()
+
+    def publish_state(self) -> None:
+        for name, served in self.predictor.serving().items():
+            metrics.SERVED_VERSION.labels(name).set(served.version)
+        for name, failure in self.predictor.failures().items():
+            if failure.reported is False:
+                metrics.LOAD_FAILURES.labels(name).inc()
+                failure.reported = True
+        damaged = set(self.predictor.damage())
+        for name in damaged:
+            metrics.DAMAGED.labels(name).set(1)
+        for name in self._damage_published - damaged:
+            metrics.DAMAGED.labels(name).set(0)  # repaired: 0 rather than gone, so an alert sees it clear
+        self._damage_published = damaged
+
+    async def run_forever(self) -> None:
+        """Check the store every interval, for the life of the process."""
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.refresh()
+            except Exception as exc:  # a bug must not stop the poller for good, nor fill the log every tick
+                self.trouble.failing(repr(exc), traceback=True)
+            else:
+                self.trouble.ok()
