@@ -16,7 +16,11 @@ import pytest
 import schemathesis
 from fastapi.testclient import TestClient
 from schemathesis import Case, GenerationMode
-from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 import model_store
 from service import Settings, create_app
@@ -63,4 +67,7 @@ def test_fuzzed_requests_never_fail_the_server_and_match_the_schema(case: Case[A
     assert response.status_code != 403, "management routes must be open to a loopback client without a token"
     if response.status_code >= 400:
         assert isinstance(response.json().get("error"), str), response.text[:500]
-    case.validate_response(response, checks=[response_schema_conformance, content_type_conformance])
+    checks = [response_schema_conformance, content_type_conformance, status_code_conformance]
+    if case.operation.path.startswith("/train"):
+        checks.remove(status_code_conformance)  # TODO(integration): /train declared by the jobs branch
+    case.validate_response(response, checks=checks)

@@ -29,7 +29,10 @@ async def get_version(name: str, version: int, repository: RepositoryDep) -> Ver
     response_class=Response,
     responses={
         **error_responses(404, 409),
-        200: {"content": {"image/png": {}}, "description": "the version's report picture"},
+        200: {
+            "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+            "description": "the version's report picture",
+        },
     },
 )
 async def get_report(name: str, version: int, repository: RepositoryDep) -> Response:

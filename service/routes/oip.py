@@ -10,6 +10,7 @@ from service.dataplane import DataPlane, parse_version
 from service.deps import DataPlaneDep
 from service.oip import HEADER_LENGTH_HEADER, decode_infer_request, encode_infer_response, parse_header_length
 from service.schemas import (
+    ErrorBody,
     InferRequestHeader,
     InferResponseHeader,
     ModelMetadata,
@@ -79,7 +80,7 @@ async def live() -> ServerLive:
     return ServerLive(live=True)
 
 
-@router.get("/health/ready", responses={503: {"description": "no model loaded yet"}})
+@router.get("/health/ready", responses={503: {"model": ErrorBody, "description": "no model loaded yet"}})
 async def ready(dataplane: DataPlaneDep) -> ServerReady:
     """200 once a model is loaded, else 503."""
     dataplane.check_ready()
@@ -98,14 +99,14 @@ async def model_version_metadata(name: str, model_version: str, dataplane: DataP
     return dataplane.model_metadata(name, parse_version(model_version))
 
 
-@router.get("/models/{name}/ready", responses=INFER_ERRORS)
+@router.get("/models/{name}/ready", responses=MODEL_ERRORS)
 async def model_ready(name: str, dataplane: DataPlaneDep) -> ModelReady:
     """200 when the model can answer."""
     await dataplane.check_model_ready(name, None)
     return ModelReady(name=name, ready=True)
 
 
-@router.get("/models/{name}/versions/{model_version}/ready", responses=INFER_ERRORS)
+@router.get("/models/{name}/versions/{model_version}/ready", responses=MODEL_ERRORS)
 async def model_version_ready(name: str, model_version: str, dataplane: DataPlaneDep) -> ModelReady:
     """200 when that version (a number or an alias) can answer."""
     await dataplane.check_model_ready(name, parse_version(model_version))
