@@ -21,10 +21,10 @@ from service.batching import Batcher
 from service.config import Settings
 from service.errors import InvalidInputError, NotReadyError
 from service.predictor import Predictor, ServedModel
-from service.schemas import ModelMetadata, ServerMetadata, TensorMetadata
+from service.schemas import DEFAULT_MODEL, ModelMetadata, ServerMetadata, TensorMetadata
 from service.tensors import brief
 
-DEFAULT_MODEL = "lstm"
+__all__ = ["DEFAULT_MODEL", "DataPlane", "parse_version"]
 SERVER_NAME = "lstm-service"
 EXTENSIONS = ("binary_tensor_data",)
 PLATFORM = "pytorch_torchscript"

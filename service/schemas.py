@@ -7,7 +7,7 @@ numpy, and the models here only document those bodies for OpenAPI.
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -175,6 +175,25 @@ class InferResponseHeader(BaseModel):
 
 
 # ---- /predict --------------------------------------------------------------------------------------------
+
+DEFAULT_MODEL = "lstm"
+Step = Annotated[list[float], Field(min_length=1, max_length=1)]  # one sequence's value at one time step
+
+
+class PredictRequest(BaseModel):
+    """Body of POST /predict. Documents the body, which service/tensors.py parses with orjson and numpy
+    (per-element validation of a 32 000-number tensor would cost far more than the model)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"inputs": [[[0.0]], [[0.0998]], [[0.1987]], [[0.2955]]], "model": "lstm"}]},
+    )
+
+    inputs: list[Annotated[list[Step], Field(min_length=1)]] = Field(
+        min_length=1, description="sine values shaped (seq, batch, 1), time-major"
+    )
+    model: str = DEFAULT_MODEL
+    version: int | None = Field(None, ge=1, description="a version number; the serving version when left out")
 
 
 class PredictResponse(BaseModel):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import anyio.to_thread
 from fastapi import APIRouter, Response
-from fastapi.responses import PlainTextResponse
 
 from service import metrics
 from service.deps import ComponentsDep, DataPlaneDep
@@ -33,7 +32,11 @@ async def readyz(dataplane: DataPlaneDep) -> Response:
     return json_response(Readiness(serving=serving).model_dump())
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
+@router.get(
+    "/metrics",
+    response_class=Response,  # not PlainTextResponse: that would declare the error answers text/plain too
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text"}},
+)
 async def prometheus_metrics(components: ComponentsDep) -> Response:
     """Prometheus text: requests and latencies per route and status, batch sizes, served versions, jobs."""
     await anyio.to_thread.run_sync(components.job_gauges.publish_jobs)

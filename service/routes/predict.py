@@ -6,41 +6,15 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from service.dataplane import DEFAULT_MODEL
 from service.deps import DataPlaneDep
-from service.schemas import PredictResponse, error_responses
+from service.schemas import DEFAULT_MODEL, PredictRequest, PredictResponse, error_responses, inline_schema
 from service.tensors import encode_predict, nested_to_array, parse_predict
 
 router = APIRouter(tags=["inference"])
 
-# The body is parsed with orjson + numpy rather than pydantic (per-element validation of a
-# 32 000-number tensor costs far more than the model); this schema documents it for OpenAPI.
 PREDICT_BODY: dict[str, Any] = {
     "required": True,
-    "content": {
-        "application/json": {
-            "schema": {
-                "type": "object",
-                "required": ["inputs"],
-                "additionalProperties": False,
-                "properties": {
-                    "inputs": {
-                        "description": "sine values shaped (seq, batch, 1), time-major",
-                        "type": "array",
-                        "minItems": 1,
-                        "items": {
-                            "type": "array",
-                            "minItems": 1,
-                            "items": {"type": "array", "minItems": 1, "maxItems": 1, "items": {"type": "number"}},
-                        },
-                    },
-                    "model": {"type": "string", "default": DEFAULT_MODEL},
-                    "version": {"type": "integer", "minimum": 1},
-                },
-            },
-            "example": {"inputs": [[[0.0]], [[0.0998]], [[0.1987]], [[0.2955]]], "model": "lstm"},
-        }
-    },
+    "content": {"application/json": {"schema": inline_schema(PredictRequest)}},
 }
 
 
