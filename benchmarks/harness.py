@@ -50,6 +50,14 @@ def gone(pid: int) -> bool:
     return state(pid) in (None, psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
 
 
+def parent(pid: int) -> int | None:
+    """The parent's pid; None if there is no such process."""
+    try:
+        return psutil.Process(pid).ppid()
+    except psutil.NoSuchProcess:
+        return None
+
+
 def children(pid: int) -> list[int]:
     """The live direct children of `pid`, sorted (zombies left out)."""
     try:

@@ -63,8 +63,11 @@ def cell_spec(text: str) -> tuple[str, int]:
     return payload, int(connections)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    known = {c.name: c for c in (*SERVERS, *OPTIONAL_SERVERS)}
+KNOWN = {c.name: c for c in (*SERVERS, *OPTIONAL_SERVERS)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    known = KNOWN
     parser = argparse.ArgumentParser(
         description="Serving benchmark (wrk): lstm-serve vs the naive app. Run it under `flock /tmp/cpu.lock`."
     )
@@ -138,6 +141,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--wrk", default="wrk", help="wrk executable (default wrk)")
     parser.add_argument("--json", type=Path, help="also write every number as JSON here")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    known = KNOWN
+    parser = build_parser()
     args = parser.parse_args(argv)
     if shutil.which(args.wrk) is None:
         parser.error(f"{args.wrk} not found; install it (Debian: apt-get install wrk)")
