@@ -1,5 +1,7 @@
-"""The process harness shared by the end-to-end tests and the benchmarks: free ports, psutil process queries, and
-a real server process started, waited for and stopped (`running_lstm_serve`).
+"""The process harness shared by the end-to-end tests and the benchmarks: ports, process queries, real servers.
+
+Free ports; psutil queries (children, workers, CPU, RSS, state, processes by command line); a real server
+process started, waited for and stopped (`start_lstm_serve`, `running`).
 
 Everything here reads other processes through psutil, never /proc by hand. A pid that has exited (or was never
 there) answers as "gone": no children, no CPU, no match, so callers can poll without catching races.
@@ -240,31 +242,11 @@ def stop(server: ServeProcess, timeout: float = 120.0) -> int:
 
 
 @contextlib.contextmanager
-def running_lstm_serve(
-    store: Path,
-    log: Path,
-    *,
-    workers: int = 1,
-    port: int | None = None,
-    args: Sequence[str] = (),
-    env: Mapping[str, str] | None = None,
-    python: str = sys.executable,
-    cwd: Path | None = None,
-    timeout: float = READY_TIMEOUT_S,
-) -> Iterator[ServeProcess]:
-    """A ready lstm-serve (as `start_lstm_serve`) for the block; stopped and reaped after it, in its own session."""
-    server = start_lstm_serve(
-        store,
-        log,
-        workers=workers,
-        port=port,
-        args=args,
-        env=env,
-        python=python,
-        cwd=cwd,
-        timeout=timeout,
-        new_session=True,
-    )
+def running(server: ServeProcess) -> Iterator[ServeProcess]:
+    """A started server (`start`, `start_lstm_serve`) for the block; stopped and reaped after it, however it ends.
+
+    with harness.running(harness.start_lstm_serve(store, log, env=env)) as server: ...
+    """
     try:
         yield server
     finally:

@@ -78,7 +78,7 @@ def serve_shapes(store: Path, capacity: int, lengths: int, batches: int, batch_s
     env = os.environ | {"LSTM_LOG_LEVEL": "warning", "LSTM_ONEDNN_CACHE_CAPACITY": str(capacity)}
     log = store.with_name(f"serve-{capacity}.log")
     with (
-        harness.running_lstm_serve(store, log, env=env) as server,
+        harness.running(harness.start_lstm_serve(store, log, env=env, new_session=True)) as server,
         httpx.Client(base_url=server.url, timeout=120, headers={"content-type": "application/json"}) as client,
     ):
 

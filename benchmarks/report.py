@@ -100,8 +100,17 @@ def payloads_and_servers(configs: Sequence[ServerConfig], bodies: Bodies) -> lis
         what = {"lstm": "lstm-serve", "naive": "benchmarks/naive_app.py under uvicorn", "trivial": "?"}[config.app]
         out.append(f"- `{config.name}`: {what}, {config.workers} worker(s), {env}")
     out.append("")
-
     return out
+
+
+def errors(cell: dict[str, float]) -> int:
+    """Non-2xx answers and socket errors of one cell, over its rounds."""
+    return int(cell["non2xx"] + cell["socket_errors"])
+
+
+def naive_of(configs: Sequence[ServerConfig]) -> str | None:
+    """The naive app's name if this run measured it: the ratios' denominator."""
+    return BASELINE if any(c.name == BASELINE for c in configs) else None
 
 
 def throughput(
@@ -109,7 +118,7 @@ def throughput(
 ) -> list[str]:
     """Req/s, latency and CPU per request: one table per payload, a row per server, route and concurrency."""
     out: list[str] = []
-    baseline_name = BASELINE if any(c.name == BASELINE for c in configs) else None
+    baseline_name = naive_of(configs)
     for payload in (p for p in PAYLOADS if p.name in bodies):
         out.append(f"### {payload.name}: seq {payload.seq} × batch {payload.batch}")
         out.append("")
@@ -138,7 +147,7 @@ def throughput(
                             fmt(s["server_cpu_us"], 0),
                             fmt(s["wrk_cpu_us"], 0),
                             f"{s['other_cores']:.2f}",
-                            str(int(s["non2xx"] + s["socket_errors"])),
+                            str(errors(s)),
                         ]
                     )
         out += table(
@@ -171,7 +180,6 @@ def throughput(
         "request it handled (answered + one in flight per connection)."
     )
     out.append("")
-
     return out
 
 
@@ -180,7 +188,7 @@ def versus_naive(
 ) -> list[str]:
     """Every server's req/s over the naive app's /predict, at the same payload and concurrency."""
     out: list[str] = []
-    baseline_name = BASELINE if any(c.name == BASELINE for c in configs) else None
+    baseline_name = naive_of(configs)
     if baseline_name:
         out.append("### req/s relative to the naive app's /predict (same payload and concurrency, same run)")
         out.append("")
@@ -198,7 +206,6 @@ def versus_naive(
             ["payload", "conc", "naive req/s", *(f"{name} {KIND_LABEL[kind]}" for name, kind in columns)], rows
         )
         out.append("")
-
     return out
 
 
@@ -248,7 +255,6 @@ def startup(configs: Sequence[ServerConfig], results: Results) -> list[str]:
         "separate process."
     )
     out.append("")
-
     return out
 
 
@@ -275,7 +281,7 @@ def loadgen_check(configs: Sequence[ServerConfig], summary: Summary, results: Re
                     f"{s['wrk_cores']:.2f}",
                     f"{s['server_cores']:.2f}",
                     f"{s['other_cores']:.2f}",
-                    str(int(s["non2xx"] + s["socket_errors"])),
+                    str(errors(s)),
                 ]
             )
     out += table(
@@ -313,9 +319,9 @@ def loadgen_check(configs: Sequence[ServerConfig], summary: Summary, results: Re
 def footer(summary: Summary, results: Results) -> list[str]:
     """The error count over every measured request, and the servers that failed."""
     out: list[str] = []
-    errors = sum(int(s["non2xx"] + s["socket_errors"]) for s in summary.values())
+    error_count = sum(errors(s) for s in summary.values())
     requests = sum(int(s["requests"]) for s in summary.values())
-    out.append(f"Non-2xx responses and socket errors over all {requests} measured requests: {errors}.")
+    out.append(f"Non-2xx responses and socket errors over all {requests} measured requests: {error_count}.")
     for failure in results.failures:
         out += ["", f"**Failed:** {failure}"]
 
@@ -344,7 +350,7 @@ def before_after(args: argparse.Namespace, configs: Sequence[ServerConfig], summ
                             f"{fmt(n['p50_ms'])} / {fmt(b['p50_ms'])}",
                             ratio(n["p50_ms"], b["p50_ms"]),
                             ratio(n["p99_ms"], b["p99_ms"]),
-                            str(int(n["non2xx"] + n["socket_errors"] + b["non2xx"] + b["socket_errors"])),
+                            str(errors(n) + errors(b)),
                         ]
                     )
     if not rows:
@@ -371,7 +377,7 @@ def json_data(
     summary: Summary,
 ) -> dict[str, Any]:
     """Every number of the run (each round of each cell, each start) for --json."""
-    errors = sum(int(s["non2xx"] + s["socket_errors"]) for s in summary.values())
+    error_count = sum(errors(s) for s in summary.values())
     return {
         "command": sys.orig_argv,
         "machine": info,
@@ -384,7 +390,7 @@ def json_data(
             for k, v in results.cells.items()
         ],
         "starts": {name: [asdict(s) for s in starts] for name, starts in results.starts.items()},
-        "errors": errors,
+        "errors": error_count,
         "failures": results.failures,
     }
 
