@@ -6,7 +6,7 @@ STORE ?= model-store
 # torch is pinned and installed first, on its own: an unpinned torch would pull a CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install install-runtime browser serve train test lint typecheck pytest clean bench-serving
+.PHONY: install install-runtime browser serve train test lint typecheck pytest clean bench-serving bench-compare
 
 # Two installs, each with a stamp so it runs once per change of pyproject.toml: the runtime one (what
 # `make serve` needs: torch, then the project) and the dev one on top of it (test, lint and type tools).
@@ -45,6 +45,14 @@ bench-serving: install
 	$(BIN)/python -m benchmarks.serving --store $(BENCH)/robust --json $(BENCH)/robust.json > $(BENCH)/robust.md
 	$(BIN)/python -m benchmarks.serving --store $(BENCH)/tutorial --payloads large \
 		--servers "lstm w1" "lstm w2" naive --no-loadgen-check --json $(BENCH)/tutorial.json > $(BENCH)/tutorial.md
+
+# Before/after in one run, a few minutes: small c=32 and large c=1 on /predict, OIP JSON and OIP binary, for
+# lstm-serve of this tree and of BASE, another source tree (e.g. `git worktree add /tmp/base COMMIT`).
+bench-compare: install
+	@test -n "$(BASE)" || { echo "usage: make bench-compare BASE=path/to/older/worktree"; exit 2; }
+	@$(HAS_MODEL) $(BENCH)/robust || $(BIN)/lstm-train --store $(BENCH)/robust --seed 0 --no-progress
+	$(BIN)/python -m benchmarks.serving --store $(BENCH)/robust --baseline-tree $(BASE) --servers "lstm w1" \
+		--cells small:32 large:1 --no-loadgen-check --json $(BENCH)/compare.json > $(BENCH)/compare.md
 
 lint: install
 	$(BIN)/ruff check .

@@ -6,7 +6,7 @@ For each oneDNN cache capacity (`LSTM_ONEDNN_CACHE_CAPACITY`; 1024 is oneDNN's o
 the service ran with before it set one) it starts a real `lstm-serve` (1 worker, 127.0.0.1) on a
 store holding an untrained model of the default size (2 layers of 32), sends one /predict for each
 sequence length 1..N (batch 1) and then for each batch size 1..M (10 steps), and prints the
-worker's RSS (VmRSS of /proc/PID/status) before, after the lengths and after the batch sizes.
+worker's RSS (VmRSS, through psutil) before, after the lengths and after the batch sizes.
 
 Then, in fresh processes with each capacity, alternated over --rounds, it times the forward pass
 alone: a small (20 x 5) and a large (500 x 64) input repeated, and a cycle of --cycle distinct
@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,6 +31,8 @@ import orjson
 import torch
 
 import model_store
+from benchmarks import harness
+from benchmarks.harness import rss_mib
 from training import LSTMRegressor, ModelConfig
 
 PROBE = """
@@ -59,20 +59,6 @@ print(per_call_us([(20, 5)], 400), per_call_us([(500, 64)], 10), per_call_us([(2
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
 def make_store(root: Path) -> None:
     """A store with one untrained model of the default size (2 layers of 32 hidden units)."""
     torch.manual_seed(0)
@@ -89,42 +75,25 @@ def body(seq: int, batch: int) -> bytes:
 
 def serve_shapes(store: Path, capacity: int, lengths: int, batches: int, batch_seq: int) -> tuple[float, ...]:
     """(RSS before, after the lengths, after the batch sizes) of a real one-worker lstm-serve, MiB."""
-    port = free_port()
     env = os.environ | {"LSTM_LOG_LEVEL": "warning", "LSTM_ONEDNN_CACHE_CAPACITY": str(capacity)}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "service", "--store", str(store), "--port", str(port), "--workers", "1"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        with httpx.Client(base_url=url, timeout=120, headers={"content-type": "application/json"}) as client:
-            deadline = time.monotonic() + 180
-            while True:
-                try:
-                    if client.get("/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("lstm-serve did not become ready")
-                time.sleep(0.2)
+    log = store.with_name(f"serve-{capacity}.log")
+    with (
+        harness.running(harness.start_lstm_serve(store, log, env=env, new_session=True)) as server,
+        httpx.Client(base_url=server.url, timeout=120, headers={"content-type": "application/json"}) as client,
+    ):
 
-            def predict(seq: int, batch: int) -> None:
-                response = client.post("/predict", content=body(seq, batch))
-                response.raise_for_status()
+        def predict(seq: int, batch: int) -> None:
+            response = client.post("/predict", content=body(seq, batch))
+            response.raise_for_status()
 
-            predict(20, 5)
-            before = rss_mib(server.pid)
-            for seq in range(1, lengths + 1):
-                predict(seq, 1)
-            after_lengths = rss_mib(server.pid)
-            for batch in range(1, batches + 1):
-                predict(batch_seq, batch)
-            return before, after_lengths, rss_mib(server.pid)
-    finally:
-        server.terminate()
-        server.wait(60)
+        predict(20, 5)
+        before = rss_mib(server.pid)
+        for seq in range(1, lengths + 1):
+            predict(seq, 1)
+        after_lengths = rss_mib(server.pid)
+        for batch in range(1, batches + 1):
+            predict(batch_seq, batch)
+        return before, after_lengths, rss_mib(server.pid)
 
 
 def forward_speed(store: Path, capacity: int, cycle: int) -> tuple[float, float, float]:

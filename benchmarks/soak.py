@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import platform
 import random
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,9 +30,12 @@ from typing import Any
 import httpx
 import numpy as np
 import orjson
+import psutil
 import torch
 
-HOST = "127.0.0.1"
+from benchmarks import harness
+from benchmarks.harness import HOST
+
 HEADER = "Inference-Header-Content-Length"
 REQUEST_TIMEOUT = 30.0
 WEIGHTS = {"predict_json": 0.47, "oip_binary": 0.47, "models": 0.05, "metrics": 0.01}
@@ -61,38 +62,18 @@ class Tally:
             self.examples.append(f"{kind}: {what}")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def server_pids(main: int) -> list[int]:
     """The lstm-serve process and its direct children that serve (uvicorn workers), not training processes."""
-    pids = [main]
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            command = (entry / "cmdline").read_bytes()
-        except (OSError, IndexError, ValueError):
-            continue
-        if parent == main and b"training" not in command:
-            pids.append(int(entry.name))
-    return pids
+    serving = [pid for pid in harness.children(main) if not any("training" in arg for arg in harness.cmdline(pid))]
+    return [main, *serving]
 
 
 def rss_mib(pids: list[int]) -> float:
-    total = 0
+    total = 0.0
     for pid in pids:
-        try:
-            with open(f"/proc/{pid}/status") as status:
-                total += next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
-        except (OSError, StopIteration):
-            continue
-    return total / 1024
+        with contextlib.suppress(psutil.Error):
+            total += harness.rss_mib(pid)
+    return total
 
 
 def bodies(seed: int) -> dict[str, tuple[bytes, dict[str, str], tuple[int, ...]]]:
@@ -341,36 +322,18 @@ def main() -> int:
     if args.seconds <= 0 or not 1 <= args.concurrency <= 1024:
         parser.error("--seconds must be positive and --concurrency from 1 to 1024")
     args.warmup = min(60.0, args.seconds * 0.1) if args.warmup is None else args.warmup
-    port = free_port()
     log = Path(tempfile.mkdtemp(prefix="soak-")) / "serve.log"
     environment = os.environ | {"LSTM_LOG_LEVEL": "warning", "LSTM_HOST": HOST}
-    command = [sys.executable, "-m", "service", "--store", args.store, "--host", HOST, "--port", str(port)]
-    with open(log, "wb") as out:
-        server = subprocess.Popen(
-            [*command, "--workers", str(args.workers)], stdout=out, stderr=subprocess.STDOUT, env=environment
-        )
-    url = f"http://{HOST}:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if server.poll() is not None or time.monotonic() > deadline:
-                print(f"lstm-serve did not become ready:\n{log.read_text()}", file=sys.stderr)
-                return 1
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+        server = harness.start_lstm_serve(Path(args.store), log, workers=args.workers, env=environment)
+    except RuntimeError as exc:
+        print(f"lstm-serve did not become ready:\n{exc}", file=sys.stderr)
+        return 1
+    try:
         time.sleep(1.0)  # let uvicorn's workers (if several) all start
-        tally, events, samples = asyncio.run(soak(args, port, server_pids(server.pid)))
+        tally, events, samples = asyncio.run(soak(args, server.port, server_pids(server.pid)))
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        harness.stop(server, timeout=60)
     problems = [line for line in log.read_text().splitlines() if "Traceback" in line or "ERROR" in line]
     for line in problems[:5]:
         tally.error("server log", line)

@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,14 +24,9 @@ import httpx
 import numpy as np
 import orjson
 
+from benchmarks import harness
+
 LUA = Path(__file__).with_name("wrk_request.lua")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wrk(url: str, body: Path, seconds: float, connections: int) -> dict[str, float]:
@@ -71,23 +65,10 @@ def main() -> None:
     body = work / "small.json"
     x = np.sin(0.3 * np.arange(20)[:, None] + np.arange(5)[None, :])[..., None].astype(np.float32)
     body.write_bytes(orjson.dumps({"inputs": x}, option=orjson.OPT_SERIALIZE_NUMPY))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     env = os.environ | {"LSTM_LOG_LEVEL": "warning"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "service", "--store", args.store, "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = harness.start_lstm_serve(Path(args.store), work / "serve.log", env=env)
+    url = server.url
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
         wrk(url, body, 2, args.concurrency)  # warm-up
         idle: list[dict[str, float]] = []
         busy: list[dict[str, float]] = []
@@ -113,8 +94,7 @@ def main() -> None:
         ratio = statistics.median(r["p99_us"] for r in busy) / statistics.median(r["p99_us"] for r in idle)
         print(f"p99 during training / idle: {ratio:.2f}x")
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        harness.stop(server, timeout=30)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -11,6 +11,7 @@ the absurd shapes the process's resident memory stays put.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,6 +21,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 import model_store
+from benchmarks import harness
 from tests.conftest import make_client, save_tiny
 from tests.test_oip_routes import HEADER
 
@@ -47,11 +49,7 @@ def assert_healthy(client: TestClient) -> None:
 
 def rss_mib() -> float:
     """This process's resident set size (the app runs in it under TestClient)."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS in /proc/self/status")
+    return harness.rss_mib(os.getpid())
 
 
 def binary(spec: dict[str, Any], raw: bytes, header_length: int | None = None) -> tuple[bytes, dict[str, str]]:

@@ -11,68 +11,33 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import numpy as np
+import psutil
 import pytest
 
 import model_store
+from benchmarks import harness
+from benchmarks.harness import free_port as free_port  # re-exported: other end-to-end tests import it here
 from tests.conftest import save_tiny
 
 pytestmark = pytest.mark.slow
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@dataclass
-class Server:
-    url: str
-    port: int
-    process: subprocess.Popen[bytes]
-    log: Path
+Server = harness.ServeProcess  # a real lstm-serve: url, port, process, log
 
 
 def start_server(root: Path, log: Path, workers: int = 1, port: int | None = None, **env: str) -> Server:
-    port = free_port() if port is None else port
+    """A ready lstm-serve on `root` with this process's environment, quick store polling and a quiet log, plus `env`."""
     environment = os.environ | {"LSTM_POLL_INTERVAL": "0.2", "LSTM_LOG_LEVEL": "warning"} | env
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "service", "--store", str(root), "--port", str(port), "--workers", str(workers)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=environment,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180  # importing torch and loading models on a busy machine
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"lstm-serve exited with {process.returncode}: {log.read_text()}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return Server(url=url, port=port, process=process, log=log)
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"lstm-serve did not become ready: {log.read_text()}")
+    return harness.start_lstm_serve(root, log, workers=workers, port=port, env=environment)
 
 
 def stop(server: Server) -> int:
-    if server.process.poll() is None:
-        server.process.send_signal(signal.SIGTERM)
-        try:
-            server.process.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait()
-    return server.process.returncode
+    """SIGTERM, wait for the drain (SIGKILL after 120 s), reap; the exit status."""
+    return harness.stop(server, timeout=120)
 
 
 @pytest.fixture
@@ -97,33 +62,19 @@ def test_the_supervisor_does_not_import_torch() -> None:
     assert out.strip() == "[]"
 
 
+TCP_STATES = {"0A": psutil.CONN_LISTEN, "01": psutil.CONN_ESTABLISHED}  # the kernel's codes, as /proc/net/tcp shows
+
+
 def connections_by_worker(server: Server, state: str) -> dict[int, int]:
     """How many TCP sockets on the server's port, in `state` ("0A" listen, "01" established), each worker holds."""
-    inodes: dict[str, set[int]] = {}  # socket inode -> pids holding it
-    workers = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    wanted = TCP_STATES[state]
+    counts = {}
+    for pid in harness.spawned_workers(server.process.pid):
         try:
-            stat = (entry / "stat").read_text()
-            if int(stat[stat.rindex(")") + 2 :].split()[1]) != server.process.pid:
-                continue
-            if b"spawn_main" not in (entry / "cmdline").read_bytes():
-                continue
-            workers.append(int(entry.name))
-            for fd in (entry / "fd").iterdir():
-                target = os.readlink(fd)
-                if target.startswith("socket:["):
-                    inodes.setdefault(target[8:-1], set()).add(int(entry.name))
-        except (OSError, ValueError):
+            sockets = psutil.Process(pid).net_connections(kind="tcp")
+        except psutil.Error:
             continue
-    counts = dict.fromkeys(workers, 0)
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if int(fields[1].rsplit(":", 1)[1], 16) == server.port and fields[3] == state:
-                for pid in inodes.get(fields[9], ()):
-                    counts[pid] += 1
+        counts[pid] = sum(1 for s in sockets if s.laddr and s.laddr.port == server.port and s.status == wanted)
     return counts
 
 
@@ -275,11 +226,7 @@ def test_kill_9_during_a_job_then_restart_marks_it_failed_and_keeps_the_store(
     server.process.kill()  # kill -9: no shutdown code runs
     server.process.wait()
     deadline = time.monotonic() + 60  # the training child notices its parent is gone and exits
-    while time.monotonic() < deadline and any(
-        str(two_versions.root).encode() in (p / "cmdline").read_bytes()
-        for p in Path("/proc").iterdir()
-        if p.name.isdigit() and (p / "cmdline").exists()
-    ):
+    while time.monotonic() < deadline and harness.find_processes(str(two_versions.root), substring=True):
         time.sleep(0.1)
     restarted = start_server(two_versions.root, tmp_path / "serve2.log")
     try:

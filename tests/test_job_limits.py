@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 import model_store
+from benchmarks import harness
 from service.job_runner import child_setup, exit_reason
 from tests.conftest import make_client
 from tests.test_jobs import TINY, wait_job
@@ -94,12 +95,7 @@ def test_lstm_train_refuses_a_run_over_its_memory_budget(tmp_path: Path) -> None
     assert not (tmp_path / "lstm").exists()
 
 
-def _gone(pid: int) -> bool:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return True
-    return "State:\tZ" in status
+_gone = harness.gone  # exited, or a zombie
 
 
 def test_child_setup_kills_the_child_with_its_parent_and_caps_its_data(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 import model_store
+from benchmarks import harness
 from service.jobs import RUNNING, Job, JobStore
 from tests.conftest import REMOTE, make_client, save_tiny
 
@@ -47,16 +48,7 @@ def wait_job(
 
 def training_processes(store_dir: Path) -> list[int]:
     """Pids of lstm-train processes working on `store_dir`."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                command = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"training" in command and str(store_dir).encode() in command:
-                found.append(int(entry.name))
-    return found
+    return harness.find_processes("training", str(store_dir))
 
 
 def fake_trainer(monkeypatch: pytest.MonkeyPatch, script: str) -> None:

@@ -10,17 +10,14 @@ import pytest
 import torch
 
 import model_store
+from benchmarks import harness
 from tests.test_e2e import start_server, stop
 from training import LSTMRegressor, ModelConfig
 
 pytestmark = pytest.mark.slow
 
 
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(f"no VmRSS for {pid}")
+rss_mib = harness.rss_mib
 
 
 def test_worker_memory_stays_bounded_across_distinct_shapes(tmp_path: Path) -> None:

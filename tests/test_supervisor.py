@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 import model_store
+from benchmarks import harness
 from service.config import Settings
 from service.logs import JsonFormatter
 from tests.conftest import save_tiny, wait_for
@@ -37,41 +38,13 @@ REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 
-def stat_fields(pid: int) -> list[str] | None:
-    """Fields of /proc/PID/stat after the command (state is [0], parent [1]); None if there is no such process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat[stat.rindex(")") + 2 :].split()
-
-
-def gone(pid: int) -> bool:
-    """The process has exited (a zombie nobody has collected yet counts: it runs nothing and holds no socket)."""
-    fields = stat_fields(pid)
-    return fields is None or fields[0] in ("Z", "X")
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            fields = stat_fields(int(entry.name))
-            if fields is not None and int(fields[1]) == pid and not gone(int(entry.name)):
-                found.append(int(entry.name))
-    return found
+gone = harness.gone  # exited, or a zombie nobody has collected yet (it runs nothing and holds no socket)
+children = harness.children  # live direct children
 
 
 def workers_of(server: Server) -> list[int]:
     """The live worker processes of a supervisor (multiprocessing's spawned children)."""
-    found = []
-    for pid in children(server.process.pid):
-        try:
-            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                found.append(pid)
-        except OSError:
-            continue
-    return found
+    return harness.spawned_workers(server.process.pid)
 
 
 def kill_all(pids: list[int]) -> None:
@@ -178,14 +151,13 @@ def test_a_worker_killed_9_during_a_job_leaves_no_training_process_and_no_zombie
         wait_job(server.url, job["id"], ("running",))
         assert wait_for(lambda: len(training_processes(store.root)) == 1)
         (training,) = training_processes(store.root)
-        fields = stat_fields(training)
-        assert fields is not None
-        owner = int(fields[1])
+        owner = harness.parent(training)
+        assert owner is not None
         assert owner in workers_of(server)
         os.kill(owner, signal.SIGKILL)
         # The training process exits with its worker; the supervisor (a child subreaper) collects it, so it is
         # not left a zombie, and the other worker's runner marks the job failed.
-        assert wait_for(lambda: stat_fields(training) is None), stat_fields(training)
+        assert wait_for(lambda: harness.state(training) is None), harness.state(training)
         shown = wait_job(server.url, job["id"], ("failed", "succeeded"))
         assert shown["status"] == "failed" and "stopped before it finished" in str(shown["error"]), shown
         assert wait_for(lambda: len(workers_of(server)) == 2)  # and the killed worker was replaced
