@@ -21,6 +21,7 @@ from service.body import BodyLimitMiddleware
 from service.config import Settings
 from service.content_type import ContentTypeMiddleware
 from service.errors import ServiceError, status_for
+from service.job_runner import run_jobs
 from service.jobs import JobStore
 from service.metrics import MetricsMiddleware
 from service.predictor import Predictor
@@ -74,21 +75,16 @@ def create_app(settings: Settings) -> FastAPI:
         # collections over ~200k long-lived objects.
         gc.collect()
         gc.freeze()
-        runner = runtime.start_runner()
-        await runner.recover()
-        tasks = [
-            asyncio.create_task(runtime.poll(), name="store-poll"),
-            asyncio.create_task(runner.run_forever(), name="job-runner"),
-        ]
         try:
-            yield
+            async with run_jobs(settings, runtime.jobs, on_success=runtime.refresh) as runtime.job_work:
+                poll = asyncio.create_task(runtime.poll(), name="store-poll")
+                try:
+                    yield
+                finally:
+                    poll.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await poll
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            await runner.close()
             await runtime.close()
 
     app = FastAPI(

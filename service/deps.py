@@ -1,14 +1,18 @@
-"""FastAPI dependencies as Annotated aliases: the runtime, and the rule for mutating routes."""
+"""FastAPI dependencies as Annotated aliases: the runtime, the parts of it routes use, the rule for mutating routes."""
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
 
+from service.config import Settings
 from service.errors import ForbiddenError, UnauthorizedError
+from service.job_events import JobEvents
+from service.job_queue import JobQueue
 from service.runtime import Runtime
 
 
@@ -19,6 +23,28 @@ async def get_runtime(request: Request) -> Runtime:
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+async def get_settings(runtime: RuntimeDep) -> Settings:
+    return runtime.settings
+
+
+async def get_jobs(runtime: RuntimeDep) -> JobQueue:
+    return runtime.jobs
+
+
+async def get_job_events(runtime: RuntimeDep) -> JobEvents:
+    return runtime.job_events
+
+
+async def get_job_wake(runtime: RuntimeDep) -> Callable[[], None]:
+    return runtime.wake_runner
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+JobsDep = Annotated[JobQueue, Depends(get_jobs)]  # the training-job queue
+JobEventsDep = Annotated[JobEvents, Depends(get_job_events)]  # this process's event-stream hub
+JobWakeDep = Annotated[Callable[[], None], Depends(get_job_wake)]  # tell the runner a job was queued or cancelled
 
 
 def _is_loopback(host: str | None) -> bool:

@@ -17,7 +17,8 @@ from service.batching import Batcher
 from service.conditions import Condition
 from service.config import Settings
 from service.errors import NotReadyError
-from service.job_runner import JobRunner, RunnerSettings
+from service.job_events import JobEvents
+from service.job_runner import JobWork
 from service.jobs import JobStore
 from service.predictor import Predictor, ServedModel
 
@@ -32,9 +33,8 @@ class Runtime:
     predictor: Predictor
     jobs: JobStore
     executor: ThreadPoolExecutor = field(init=False)
-    runner: JobRunner | None = None
+    job_work: JobWork | None = None  # set by the lifespan (service.job_runner.run_jobs)
     batcher: Batcher | None = None
-    sse_clients: int = 0
     jobs_trouble: Condition = field(init=False)
     poll_trouble: Condition = field(init=False)
     _damage_published: set[str] = field(default_factory=set)
@@ -60,28 +60,14 @@ class Runtime:
     async def _forward_in_thread(self, served: ServedModel, x: np.ndarray) -> np.ndarray:
         return await asyncio.get_running_loop().run_in_executor(self.executor, served, x)
 
-    def start_runner(self) -> JobRunner:
-        settings = self.settings
-        self.runner = JobRunner(
-            jobs=self.jobs,
-            store_dir=settings.store_dir,
-            settings=RunnerSettings(
-                concurrency=settings.job_concurrency,
-                time_limit=settings.job_time_limit,
-                poll_interval=settings.job_poll_interval,
-                heartbeat_timeout=settings.job_heartbeat_timeout,
-                torch_threads=settings.job_torch_threads,
-                nice=settings.job_nice,
-                memory_budget_mb=settings.job_memory_budget_mb,
-                memory_limit_mb=settings.job_memory_limit,
-            ),
-            on_success=self.refresh,
-        )
-        return self.runner
+    @property
+    def job_events(self) -> JobEvents:
+        assert self.job_work is not None, "the lifespan has not started the job machinery"
+        return self.job_work.events
 
     def wake_runner(self) -> None:
-        if self.runner is not None:
-            self.runner.wake()
+        if self.job_work is not None:
+            self.job_work.wake()
 
     def publish_jobs(self) -> None:
         """The job gauges for /metrics; when the job database cannot be read, lstm_jobs_database_up says so."""

@@ -10,23 +10,27 @@ import anyio.to_thread
 import numpy as np
 import orjson
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
 
 import model_store
-from service.deps import AdminDep, RuntimeDep
+from service.config import Settings
+from service.deps import AdminDep, JobEventsDep, JobsDep, JobWakeDep, SettingsDep
 from service.errors import BusyError, InvalidInputError
+from service.job_queue import JobQueue
+from service.job_schemas import TrainJob, TrainJobPage
 from service.jobs import Job
 from service.responses import json_response
-from service.runtime import DEFAULT_MODEL, Runtime
+from service.runtime import DEFAULT_MODEL
+from service.schemas import error_responses
 from service.tensors import nested_to_array, parse_json_object
 from training.config import BOUNDS, ParamError, preset
 from training.memory import MemoryBudgetError, check_budget
 
 router = APIRouter(prefix="/train", tags=["training"])
-SSE_POLL_SECONDS = 0.25
 SSE_KEEPALIVE_SECONDS = 15.0
+SSE_SEPARATOR = "\n"  # as the stream was always framed; clients accept \n, \r\n and \r alike
 
 
 class TrainRequest(BaseModel):
@@ -79,7 +83,7 @@ def _dataset_arrays(dataset: dict[str, Any], limit: int) -> tuple[np.ndarray, np
     return inputs, targets
 
 
-def _submit(runtime: Runtime, request: TrainRequest) -> Job:
+def _submit(settings: Settings, jobs: JobQueue, request: TrainRequest) -> Job:
     """Validate, queue, and store the dataset beside the job (blocking: runs in a thread)."""
     try:
         config = preset(request.preset).with_overrides(request.params)
@@ -88,19 +92,19 @@ def _submit(runtime: Runtime, request: TrainRequest) -> Job:
     arrays = None
     described = None
     if request.dataset is not None:
-        arrays = _dataset_arrays(request.dataset, runtime.settings.max_dataset_elements)
+        arrays = _dataset_arrays(request.dataset, settings.max_dataset_elements)
         described = {"shape": list(arrays[0].shape)}
     try:
-        check_budget(config, runtime.settings.job_memory_budget_mb, None if arrays is None else arrays[0].shape)
+        check_budget(config, settings.job_memory_budget_mb, None if arrays is None else arrays[0].shape)
     except MemoryBudgetError as exc:
         raise InvalidInputError(f"{exc} (LSTM_JOB_MEMORY_BUDGET_MB)") from None
-    return runtime.jobs.create(
+    return jobs.create(
         model=request.model,
         preset=request.preset,
         promote=request.promote,
         params={name: getattr(config, name) for name in BOUNDS},
         max_epochs=config.max_epochs,
-        queue_max=runtime.settings.job_queue_max,
+        queue_max=settings.job_queue_max,
         dataset=described,
         arrays=arrays,  # stored beside the job before it is queued
     )
@@ -111,100 +115,92 @@ def _submit(runtime: Runtime, request: TrainRequest) -> Job:
     status_code=202,
     dependencies=[AdminDep],
     openapi_extra={"requestBody": {"content": {"application/json": {"schema": TrainRequest.model_json_schema()}}}},
-    responses={202: {"description": "the queued job; Location names it"}, 429: {"description": "queue full"}},
+    responses={
+        202: {"model": TrainJob, "description": "the queued job; Location names it"},
+        **error_responses(400, 401, 403, 429),
+    },
 )
-async def submit(request: Request, runtime: RuntimeDep) -> Response:
+async def submit(request: Request, settings: SettingsDep, jobs: JobsDep, wake: JobWakeDep) -> Response:
     """Queue a training job; poll Location, or follow /train/{id}/events."""
     body = await request.body()  # BodyLimitMiddleware bounds it
     parsed = _parse(body)
-    job = await anyio.to_thread.run_sync(_submit, runtime, parsed)
-    runtime.wake_runner()
+    job = await anyio.to_thread.run_sync(_submit, settings, jobs, parsed)
+    wake()
     return json_response(job.public(), 202, headers={"Location": f"/train/{job.id}"})
 
 
-@router.get("")
+@router.get("", responses={200: {"model": TrainJobPage}, **error_responses()})
 async def list_jobs(
-    runtime: RuntimeDep,
+    jobs: JobsDep,
     limit: int = Query(20, ge=1, le=200, description="jobs per page"),
     offset: int = Query(0, ge=0, le=2**31 - 1, description="jobs to skip"),
-) -> dict[str, Any]:
+) -> Response:
     """Jobs, newest first, a page at a time."""
-    jobs, total = await anyio.to_thread.run_sync(runtime.jobs.page, limit, offset)
-    return {"jobs": [job.public() for job in jobs], "total": total, "limit": limit, "offset": offset}
+    found, total = await anyio.to_thread.run_sync(jobs.page, limit, offset)
+    return json_response({"jobs": [job.public() for job in found], "total": total, "limit": limit, "offset": offset})
 
 
-@router.get("/{job_id}")
-async def get_job(job_id: str, runtime: RuntimeDep) -> dict[str, Any]:
+@router.get("/{job_id}", responses={200: {"model": TrainJob}, **error_responses(404)})
+async def get_job(job_id: str, jobs: JobsDep) -> Response:
     """One job: status, progress, result or error."""
-    job = await anyio.to_thread.run_sync(runtime.jobs.get, job_id)
-    return job.public()
+    job = await anyio.to_thread.run_sync(jobs.get, job_id)
+    return json_response(job.public())
 
 
-@router.delete("/{job_id}", dependencies=[AdminDep], responses={409: {"description": "the job has finished"}})
-async def cancel_job(job_id: str, runtime: RuntimeDep) -> dict[str, Any]:
+@router.delete(
+    "/{job_id}",
+    dependencies=[AdminDep],
+    responses={200: {"model": TrainJob}, **error_responses(401, 403, 404, 409)},
+)
+async def cancel_job(job_id: str, settings: SettingsDep, jobs: JobsDep, wake: JobWakeDep) -> Response:
     """Cancel a queued or running job; 409 once it has finished."""
-    job = await anyio.to_thread.run_sync(runtime.jobs.request_cancel, job_id)
-    runtime.wake_runner()
-    # The worker that runs it stops it on its next tick; wait a little so the answer is final.
-    deadline = asyncio.get_running_loop().time() + 5 * runtime.settings.job_poll_interval + 2
+    job = await anyio.to_thread.run_sync(jobs.request_cancel, job_id)
+    wake()
+    # The runner stops it on its next tick (at most job_poll_interval away); wait a little so the answer is final.
+    deadline = asyncio.get_running_loop().time() + 5 * settings.job_poll_interval + 2
     while not job.finished and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.05)
-        job = await anyio.to_thread.run_sync(runtime.jobs.get, job_id)
-    return job.public()
+        job = await anyio.to_thread.run_sync(jobs.get, job_id)
+    return json_response(job.public())
 
 
-def _event(name: str, payload: dict[str, Any]) -> bytes:
-    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+def _event(name: str, payload: dict[str, Any]) -> dict[str, str]:
+    return {"event": name, "data": orjson.dumps(payload).decode()}
 
 
 @router.get(
     "/{job_id}/events",
-    response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "job snapshots until it finishes"}},
+    response_class=EventSourceResponse,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "job snapshots until it finishes"},
+        **error_responses(404, 429),
+    },
 )
-async def job_events(job_id: str, request: Request, runtime: RuntimeDep) -> StreamingResponse:
+async def job_events(job_id: str, settings: SettingsDep, jobs: JobsDep, events: JobEventsDep) -> EventSourceResponse:
     """Server-sent events: the job whenever it changes, then `end` when it finishes."""
-    job = await anyio.to_thread.run_sync(runtime.jobs.get, job_id)
-    if runtime.sse_clients >= runtime.settings.max_sse_clients:
-        raise BusyError(f"too many event streams open ({runtime.sse_clients}); poll GET /train/{job_id} instead")
+    job = await anyio.to_thread.run_sync(jobs.get, job_id)
+    if events.streams >= settings.max_sse_clients:
+        raise BusyError(f"too many event streams open ({events.streams}); poll GET /train/{job_id} instead")
     # Counted now, with no await between check and count (counted when the stream started, a burst all passed
     # the check); given back once: when the stream ends, or after the response if the stream never started.
-    runtime.sse_clients += 1
-    released = False
+    subscription = events.subscribe(job)
 
-    def release() -> None:
-        nonlocal released
-        if not released:
-            released = True
-            runtime.sse_clients -= 1
-
-    async def stream() -> AsyncIterator[bytes]:
+    async def stream() -> AsyncIterator[dict[str, str]]:
         try:
-            current = job
-            last: dict[str, Any] | None = None
-            quiet_since = asyncio.get_running_loop().time()
-            while True:
-                shown = current.public()
-                if shown != last:
-                    yield _event(current.status if current.finished else "progress", shown)
-                    last = shown
-                    quiet_since = asyncio.get_running_loop().time()
+            async for current in events.follow(subscription):
+                yield _event(current.status if current.finished else "progress", current.public())
                 if current.finished:
                     yield _event("end", {"id": current.id, "status": current.status})
-                    return
-                if asyncio.get_running_loop().time() - quiet_since > SSE_KEEPALIVE_SECONDS:
-                    yield b": keep-alive\n\n"
-                    quiet_since = asyncio.get_running_loop().time()
-                if await request.is_disconnected():
-                    return
-                await asyncio.sleep(SSE_POLL_SECONDS)
-                current = await anyio.to_thread.run_sync(runtime.jobs.get, job_id)
         finally:
-            release()
+            events.release(subscription)
 
-    return StreamingResponse(
+    # Pushed by the hub; on shutdown sse-starlette ends the stream (it watches uvicorn's exit flag), so an
+    # open stream never holds up the drain, and the lifespan's hub closes whatever is left.
+    return EventSourceResponse(
         stream(),
-        media_type="text/event-stream",
         headers={"Cache-Control": "no-cache"},
-        background=BackgroundTask(release),
+        sep=SSE_SEPARATOR,
+        ping=SSE_KEEPALIVE_SECONDS,
+        ping_message_factory=lambda: ServerSentEvent(comment="keep-alive", sep=SSE_SEPARATOR),
+        background=BackgroundTask(events.release, subscription),
     )
