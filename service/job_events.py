@@ -104,13 +104,17 @@ class JobEvents:
             if job.finished:
                 return
 
+    def end(self, subscription: Subscription) -> None:
+        """End this stream now (the server is shutting down): `follow` returns without a final event."""
+        subscription.ended = True
+        subscription.changed.set()
+
     async def close(self) -> None:
         """End every stream (they return without a final event) and stop reading."""
         self._closed = True
         for subscribers in self._subscribers.values():
             for subscription in subscribers:
-                subscription.ended = True
-                subscription.changed.set()
+                self.end(subscription)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
+import anyio
 import anyio.to_thread
 import numpy as np
 import orjson
@@ -30,6 +31,7 @@ from training.memory import MemoryBudgetError, check_budget
 
 router = APIRouter(prefix="/train", tags=["training"])
 SSE_KEEPALIVE_SECONDS = 15.0
+SSE_SHUTDOWN_GRACE_SECONDS = 5.0  # how long a stream has to end by itself at shutdown before it is cut
 SSE_SEPARATOR = "\n"  # as the stream was always framed; clients accept \n, \r\n and \r alike
 
 
@@ -194,10 +196,20 @@ async def job_events(job_id: str, settings: SettingsDep, jobs: JobsDep, events: 
         finally:
             events.release(subscription)
 
-    # Pushed by the hub; on shutdown sse-starlette ends the stream (it watches uvicorn's exit flag), so an
-    # open stream never holds up the drain, and the lifespan's hub closes whatever is left.
+    shutdown = anyio.Event()
+
+    async def end_on_shutdown() -> None:
+        await shutdown.wait()
+        events.end(subscription)
+
+    # Pushed by the hub. At shutdown sse-starlette (it watches uvicorn's exit flag) sets `shutdown`: the stream
+    # then ends cleanly, its last chunk sent, so an open stream never holds up the drain; the lifespan's hub
+    # ends whatever is left (in-process clients).
     return EventSourceResponse(
         stream(),
+        shutdown_event=shutdown,
+        shutdown_grace_period=SSE_SHUTDOWN_GRACE_SECONDS,
+        data_sender_callable=end_on_shutdown,
         headers={"Cache-Control": "no-cache"},
         sep=SSE_SEPARATOR,
         ping=SSE_KEEPALIVE_SECONDS,
