@@ -17,6 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 import model_store
+from service.job_schemas import TrainJob, TrainJobPage
 from service.jobs import RUNNING, Job, JobStore
 from tests.conftest import REMOTE, make_client, save_tiny
 
@@ -346,3 +347,23 @@ def test_an_idle_runner_writes_nothing_to_the_job_database(
             assert writes == []
         finally:
             watcher.close()
+
+
+def test_the_openapi_job_models_describe_what_the_routes_answer(store: model_store.ModelStore) -> None:
+    save_tiny(store)
+    jobs = JobStore(store.root)
+    dataset = {"shape": [4, 2, 1]}
+    queued = jobs.create(
+        model="lstm", preset="tutorial", promote="never", params={}, max_epochs=5, queue_max=5, dataset=dataset
+    )
+    jobs.claim("another-host:1", concurrency=1)
+    jobs.progress(queued.id, 1, 5, 0.25)
+    result = {"model": "lstm", "version": 2, "metrics": {"mse": 0.1}, "promoted": False, "promotion_reason": "never"}
+    jobs.finish(queued.id, "succeeded", result=result)
+    with make_client(store) as client:
+        shown = client.get(f"/train/{queued.id}").json()
+        assert TrainJob.model_validate(shown).model_dump(exclude_none=True) == {
+            key: value for key, value in shown.items() if value is not None
+        }
+        page = client.get("/train").json()
+        assert TrainJobPage.model_validate(page).total == 1
