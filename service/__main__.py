@@ -17,7 +17,7 @@ from service.config import Settings
 from service.http_server import serve
 from service.logs import configure
 from service.sockets import plain_socket, reserve
-from service.supervisor import Supervisor, WorkerSpec
+from service.supervisor import Supervisor, WorkerSpec, runner_command
 
 log = logging.getLogger("service.serve")
 
@@ -119,8 +119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if workers == 1:
                 log.info("serving on http://%s:%d with 1 worker, in this process", host, port)
                 return serve(sock, options)
+            # One runner per lstm-serve: the supervisor's job-runner process runs every job, the workers none.
+            os.environ["LSTM_JOB_RUNNER"] = "false"
             spec = WorkerSpec(host, port, os.getpid(), options, settings.log_level, settings.log_format)
-            return Supervisor(sock, spec, workers, settings.drain_timeout).run()
+            return Supervisor(sock, spec, workers, settings.drain_timeout, runner=runner_command()).run()
     finally:
         if owned_metrics_dir and metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)

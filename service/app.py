@@ -22,6 +22,7 @@ from service.components import Components
 from service.config import Settings
 from service.content_type import ContentTypeMiddleware
 from service.errors import ServiceError, status_for
+from service.job_runner import run_jobs
 from service.metrics import MetricsMiddleware
 from service.request_id import HEADER as REQUEST_ID_HEADER
 from service.request_id import RequestIdMiddleware, request_id
@@ -66,21 +67,16 @@ def create_app(settings: Settings) -> FastAPI:
         # collections over ~200k long-lived objects.
         gc.collect()
         gc.freeze()
-        runner = components.start_runner()
-        await runner.recover()
-        tasks = [
-            asyncio.create_task(components.poller.run_forever(), name="store-poll"),
-            asyncio.create_task(runner.run_forever(), name="job-runner"),
-        ]
         try:
-            yield
+            async with run_jobs(settings, components.jobs, on_success=components.poller.refresh) as components.job_work:
+                poll = asyncio.create_task(components.poller.run_forever(), name="store-poll")
+                try:
+                    yield
+                finally:
+                    poll.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await poll
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            await runner.close()
             await components.close()
 
     app = FastAPI(

@@ -8,8 +8,10 @@ from dataclasses import dataclass
 import model_store
 from service.config import Settings
 from service.dataplane import DataPlane
+from service.job_events import JobEvents
 from service.job_gauges import JobGauges
-from service.job_runner import JobRunner, RunnerSettings
+from service.job_queue import JobQueue
+from service.job_runner import JobWork
 from service.jobs import JobStore
 from service.poller import Poller
 from service.predictor import Predictor
@@ -24,10 +26,9 @@ class Components:
     dataplane: DataPlane
     repository: Repository
     poller: Poller
-    jobs: JobStore
+    jobs: JobQueue
     job_gauges: JobGauges
-    runner: JobRunner | None = None
-    sse_clients: int = 0  # event streams open now, against settings.max_sse_clients
+    job_work: JobWork | None = None  # set by the lifespan (service.job_runner.run_jobs)
 
     @classmethod
     async def open(cls, settings: Settings) -> Components:
@@ -45,28 +46,15 @@ class Components:
             job_gauges=JobGauges(jobs),
         )
 
-    def start_runner(self) -> JobRunner:
-        settings = self.settings
-        self.runner = JobRunner(
-            jobs=self.jobs,
-            store_dir=settings.store_dir,
-            settings=RunnerSettings(
-                concurrency=settings.job_concurrency,
-                time_limit=settings.job_time_limit,
-                poll_interval=settings.job_poll_interval,
-                heartbeat_timeout=settings.job_heartbeat_timeout,
-                torch_threads=settings.job_torch_threads,
-                nice=settings.job_nice,
-                memory_budget_mb=settings.job_memory_budget_mb,
-                memory_limit_mb=settings.job_memory_limit,
-            ),
-            on_success=self.poller.refresh,
-        )
-        return self.runner
+    @property
+    def job_events(self) -> JobEvents:
+        assert self.job_work is not None, "the lifespan has not started the job machinery"
+        return self.job_work.events
 
     def wake_runner(self) -> None:
-        if self.runner is not None:
-            self.runner.wake()
+        """Look for work now, when this process runs the jobs (else the runner's next poll finds it)."""
+        if self.job_work is not None:
+            self.job_work.wake()
 
     async def close(self) -> None:
         await self.dataplane.close()

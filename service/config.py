@@ -112,7 +112,18 @@ class Settings(BaseSettings):
         "(none when the budget is 0); 0: no limit",
     )
     job_nice: int = Field(10, ge=0, le=19, description="CPU niceness of training processes (serving stays first)")
-    job_poll_interval: float = Field(0.5, gt=0, le=60, description="seconds between job-runner checks")
+    job_poll_interval: float = Field(
+        0.5,
+        gt=0,
+        le=60,
+        description="seconds between job-runner checks (a job queued by another process waits"
+        " up to this long to be claimed)",
+    )
+    job_runner: bool = Field(
+        True,
+        description="run training jobs in this serving process; lstm-serve --workers N (N > 1) sets it false in"
+        " its workers, and runs one job-runner process (lstm-worker) beside them instead",
+    )
     job_heartbeat_timeout: float = Field(
         15.0, gt=0, description="a running job whose runner is silent this long is marked failed"
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -13,7 +14,8 @@ from service.components import Components
 from service.config import Settings
 from service.dataplane import DataPlane
 from service.errors import ForbiddenError, UnauthorizedError
-from service.jobs import JobStore
+from service.job_events import JobEvents
+from service.job_queue import JobQueue
 from service.repository import Repository
 
 # Each dependency reads app.state itself (no chain of sub-dependencies: one call per request each).
@@ -40,16 +42,28 @@ async def get_repository(request: Request) -> Repository:
     return repository
 
 
-async def get_jobs(request: Request) -> JobStore:
-    jobs: JobStore = request.app.state.components.jobs
+async def get_jobs(request: Request) -> JobQueue:
+    jobs: JobQueue = request.app.state.components.jobs
     return jobs
+
+
+async def get_job_events(request: Request) -> JobEvents:
+    events: JobEvents = request.app.state.components.job_events
+    return events
+
+
+async def get_job_wake(request: Request) -> Callable[[], None]:
+    wake: Callable[[], None] = request.app.state.components.wake_runner
+    return wake
 
 
 ComponentsDep = Annotated[Components, Depends(get_components)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DataPlaneDep = Annotated[DataPlane, Depends(get_dataplane)]
 RepositoryDep = Annotated[Repository, Depends(get_repository)]
-JobsDep = Annotated[JobStore, Depends(get_jobs)]
+JobsDep = Annotated[JobQueue, Depends(get_jobs)]  # the training-job queue
+JobEventsDep = Annotated[JobEvents, Depends(get_job_events)]  # this process's event-stream hub
+JobWakeDep = Annotated[Callable[[], None], Depends(get_job_wake)]  # tell the runner a job was queued or cancelled
 
 # auto_error=False: a missing or malformed header is answered by require_admin, with this service's messages
 # (and not at all while no token is set); declared here so that OpenAPI shows the bearer scheme.

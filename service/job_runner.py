@@ -2,10 +2,12 @@
 
 Training never runs on the serving event loop or in its threads: every job is a child process
 (`python -m training ... --progress-jsonl`) at a lower CPU priority with its own thread count.
-The runner of each worker claims jobs through the JobStore, so with several workers a job runs
-exactly once and the global concurrency limit holds. The child exits with its parent, so a
-killed service leaves no training behind, and it registers its version only after every check
-has passed, so a cancelled or killed job never leaves a partial version.
+One runner per lstm-serve: in the serving process with one worker, else in the supervisor's job-runner
+process (service/lstm_worker.py). It claims jobs through a JobQueue, so even several runners (other
+lstm-serve or lstm-worker processes on the same queue) run a job exactly once and the global concurrency
+limit holds. An idle runner only reads the queue. The child exits with its parent, so a killed runner
+leaves no training behind, and it registers its version only after every check has passed, so a
+cancelled or killed job never leaves a partial version.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import resource
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,10 @@ import anyio.to_thread
 
 import model_store
 from service.conditions import Condition
-from service.jobs import CANCELLED, FAILED, SUCCEEDED, Job, JobStore, this_owner
+from service.config import Settings
+from service.job_events import JobEvents
+from service.job_queue import JobQueue
+from service.jobs import CANCELLED, FAILED, SUCCEEDED, Job, this_owner
 
 log = logging.getLogger("service.jobs")
 STDERR_TAIL = 4000  # characters of a failed child's stderr copied into the server log
@@ -54,6 +59,19 @@ class RunnerSettings:
     nice: int
     memory_budget_mb: float = 0.0  # lstm-train refuses a run estimated over it (0: no check)
     memory_limit_mb: int = 0  # RLIMIT_DATA of the training process (0: none)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RunnerSettings:
+        return cls(
+            concurrency=settings.job_concurrency,
+            time_limit=settings.job_time_limit,
+            poll_interval=settings.job_poll_interval,
+            heartbeat_timeout=settings.job_heartbeat_timeout,
+            torch_threads=settings.job_torch_threads,
+            nice=settings.job_nice,
+            memory_budget_mb=settings.job_memory_budget_mb,
+            memory_limit_mb=settings.job_memory_limit,
+        )
 
 
 def child_setup(memory_limit_mb: int) -> None:
@@ -126,12 +144,13 @@ def training_command(
 
 @dataclass
 class JobRunner:
-    """Runs in every serving process: claims jobs, supervises their processes, records what happened."""
+    """Claims jobs, supervises their processes, records what happened; one per lstm-serve."""
 
-    jobs: JobStore
+    jobs: JobQueue
     store_dir: Path
     settings: RunnerSettings
     on_success: Callable[[], Awaitable[None]]
+    on_change: Callable[[str], None] = lambda job_id: None  # a job's row changed (progress, outcome)
     owner: str = field(default_factory=this_owner)
     _running: dict[str, asyncio.subprocess.Process] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -141,16 +160,6 @@ class JobRunner:
     def wake(self) -> None:
         """Look for work now rather than at the next poll (a job was just queued or cancelled)."""
         self._wake.set()
-
-    async def recover(self) -> None:
-        """At start-up: jobs left running by a process that died become failed, before any request is answered."""
-        try:
-            failed = await anyio.to_thread.run_sync(self.jobs.fail_orphans, self.settings.heartbeat_timeout)
-        except model_store.StorageError as exc:  # a read-only store still serves; the runner's ticks retry this
-            log.warning("cannot check for jobs left running: %s", exc)
-            return
-        for job_id in failed:
-            log.warning("job %s was running when its service stopped; marked failed", job_id)
 
     async def run_forever(self) -> None:
         trouble = Condition(log, "job runner paused")
@@ -168,17 +177,22 @@ class JobRunner:
             self._wake.clear()
 
     async def tick(self) -> None:
-        cancel = await anyio.to_thread.run_sync(self.jobs.heartbeat, self.owner)
-        for job_id in cancel:
-            process = self._running.get(job_id)
-            if process is not None and process.returncode is None:
-                log.info("cancelling job %s (pid %s)", job_id, process.pid)
-                process.send_signal(signal.SIGKILL)
-        await anyio.to_thread.run_sync(self.jobs.fail_orphans, self.settings.heartbeat_timeout)
+        """Heartbeat and cancellations of our jobs, orphans, then claims: each writes only when there is work."""
+        if self._tasks:  # jobs of ours run: only then is there a heartbeat to write
+            cancel = await anyio.to_thread.run_sync(self.jobs.heartbeat, self.owner)
+            for job_id in cancel:
+                process = self._running.get(job_id)
+                if process is not None and process.returncode is None:
+                    log.info("cancelling job %s (pid %s)", job_id, process.pid)
+                    process.send_signal(signal.SIGKILL)
+        for job_id in await anyio.to_thread.run_sync(self.jobs.fail_orphans, self.settings.heartbeat_timeout):
+            log.warning("job %s was running when its runner stopped; marked failed", job_id)
+            self.on_change(job_id)
         while len(self._running) < self.settings.concurrency:
             job = await anyio.to_thread.run_sync(self.jobs.claim, self.owner, self.settings.concurrency)
             if job is None:
                 break
+            self.on_change(job.id)
             task = asyncio.create_task(self.execute(job), name=f"job-{job.id}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -239,6 +253,7 @@ class JobRunner:
             # The details (a traceback, paths) go to the server log and train.log, never into the job's error.
             log.warning("job %s failed: %s; the end of its train.log:\n%s", job.id, error, tail or "(empty)")
         await anyio.to_thread.run_sync(lambda: self.jobs.finish(job.id, status, result=result, error=error))
+        self.on_change(job.id)
         log.info("job %s %s", job.id, status)
         if status == SUCCEEDED:
             await self.on_success()
@@ -267,6 +282,7 @@ class JobRunner:
                 await anyio.to_thread.run_sync(
                     self.jobs.progress, job.id, int(event["epoch"]), int(event["max_epochs"]), float(event["loss"])
                 )
+                self.on_change(job.id)
             elif kind == "result":
                 result = {
                     "model": event["model"],
@@ -291,3 +307,67 @@ class JobRunner:
         deadline = time.monotonic() + 10
         while self._tasks and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+
+
+@dataclass(frozen=True)
+class JobWork:
+    """What the routes of a serving process need of the job machinery: its event hub, and its runner if any."""
+
+    events: JobEvents
+    runner: JobRunner | None
+
+    def wake(self) -> None:
+        """A job was queued or cancelled: an in-process runner looks now; a runner elsewhere at its next poll."""
+        if self.runner is not None:
+            self.runner.wake()
+
+
+@contextlib.asynccontextmanager
+async def run_jobs(
+    settings: Settings, jobs: JobQueue, on_success: Callable[[], Awaitable[None]]
+) -> AsyncIterator[JobWork]:
+    """The job side of a serving process, for the body: its event hub, and the runner when this process runs it.
+
+    settings.job_runner false (the workers of `lstm-serve --workers N`, whose supervisor runs one job-runner
+    process): no runner here, but jobs left running by a dead process are still failed before the first
+    request is answered. On the way out the streams end, and the runner's training children are killed
+    and their jobs failed."""
+    events = JobEvents(jobs)
+    runner = None
+    if settings.job_runner:
+        runner = JobRunner(jobs, settings.store_dir, RunnerSettings.from_settings(settings), on_success, events.notify)
+    try:
+        if runner is None:
+            await recover(jobs, settings.job_heartbeat_timeout)
+            yield JobWork(events, None)
+        else:
+            async with running(runner):
+                yield JobWork(events, runner)
+    finally:
+        await events.close()
+
+
+async def recover(jobs: JobQueue, heartbeat_timeout: float) -> None:
+    """Jobs left running by a process that died become failed (a read only, when there are none)."""
+    try:
+        failed = await anyio.to_thread.run_sync(jobs.fail_orphans, heartbeat_timeout)
+    except model_store.StorageError as exc:  # a read-only store still serves; a runner's ticks retry this
+        log.warning("cannot check for jobs left running: %s", exc)
+        return
+    for job_id in failed:
+        log.warning("job %s was running when its runner stopped; marked failed", job_id)
+
+
+@contextlib.asynccontextmanager
+async def running(runner: JobRunner) -> AsyncIterator[JobRunner]:
+    """`runner` at work for the body: orphans failed first, ticks meanwhile; then closed (its jobs' children
+    killed, those jobs failed with the reason)."""
+    await recover(runner.jobs, runner.settings.heartbeat_timeout)
+    task = asyncio.create_task(runner.run_forever(), name="job-runner")
+    try:
+        yield runner
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await runner.close()

@@ -22,7 +22,7 @@ import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -209,7 +209,11 @@ def _is_storage_failure(exc: sqlite3.Error) -> bool:
 
 
 class JobStore:
-    """The jobs table of one store folder."""
+    """The jobs table of one store folder: the SQLite service.job_queue.JobQueue.
+
+    The runner's calls take the write lock only when a read inside the same call found work: an idle queue
+    is read every poll, never written (so the database file and its WAL stay untouched).
+    """
 
     def __init__(self, store_dir: str | os.PathLike[str]) -> None:
         self.dir = Path(store_dir) / JOBS_DIR
@@ -343,6 +347,16 @@ class JobStore:
             raise JobNotFoundError(f"training job {_shown.repr(job_id)} not found")
         return Job.from_row(row)
 
+    def get_many(self, job_ids: Iterable[str]) -> dict[str, Job]:
+        """The jobs of `job_ids` that exist, by id, in one query."""
+        wanted = list(dict.fromkeys(job_ids))
+        if not wanted:
+            return {}
+        with self._connect() as db:
+            marks = ", ".join("?" * len(wanted))
+            rows = db.execute(f"SELECT * FROM jobs WHERE id IN ({marks})", wanted).fetchall()
+        return {row["id"]: Job.from_row(row) for row in rows}
+
     def page(self, limit: int, offset: int) -> tuple[list[Job], int]:
         """A page of jobs, newest first, and the total count."""
         with self._connect() as db:
@@ -359,7 +373,10 @@ class JobStore:
 
     def claim(self, owner: str, concurrency: int) -> Job | None:
         """Take the oldest queued job for `owner` if fewer than `concurrency` jobs run anywhere."""
-        with self._write() as db:
+        with self._connect() as db:  # nothing queued (the usual case): no write lock, no write
+            if db.execute("SELECT 1 FROM jobs WHERE status = ? LIMIT 1", (QUEUED,)).fetchone() is None:
+                return None
+        with self._write() as db:  # counted again under the lock: another runner may have claimed it meanwhile
             running = db.execute("SELECT COUNT(*) FROM jobs WHERE status = ?", (RUNNING,)).fetchone()[0]
             if running >= concurrency:
                 return None
@@ -419,24 +436,38 @@ class JobStore:
         return self.get(job_id)
 
     def fail_orphans(self, heartbeat_timeout: float) -> list[str]:
-        """Jobs left running by a process that died become failed, with the reason."""
+        """Jobs left running by a process that died become failed, with the reason.
+
+        Looked for with a read first; the write lock is taken only when one was found, and each is checked
+        again under it (its runner may have finished it, or sent a heartbeat, in between)."""
+        with self._connect() as db:
+            if not _orphans(db, heartbeat_timeout):
+                return []
         now = time.time()
         failed = []
         with self._write() as db:
-            rows = db.execute("SELECT id, owner, heartbeat_at FROM jobs WHERE status = ?", (RUNNING,)).fetchall()
-            for row in rows:
-                stale = row["heartbeat_at"] is None or now - row["heartbeat_at"] > heartbeat_timeout
-                if owner_is_dead(row["owner"]) or stale:
-                    db.execute(
-                        "UPDATE jobs SET status = ?, finished_at = ?, error = ? WHERE id = ? AND status = ?",
-                        (
-                            FAILED,
-                            now,
-                            f"the service process running this job ({row['owner']}) stopped before it finished; "
-                            "nothing was registered",
-                            row["id"],
-                            RUNNING,
-                        ),
-                    )
-                    failed.append(row["id"])
+            for row in _orphans(db, heartbeat_timeout):
+                db.execute(
+                    "UPDATE jobs SET status = ?, finished_at = ?, error = ? WHERE id = ? AND status = ?",
+                    (
+                        FAILED,
+                        now,
+                        f"the service process running this job ({row['owner']}) stopped before it finished; "
+                        "nothing was registered",
+                        row["id"],
+                        RUNNING,
+                    ),
+                )
+                failed.append(row["id"])
         return failed
+
+
+def _orphans(db: sqlite3.Connection, heartbeat_timeout: float) -> list[sqlite3.Row]:
+    """Running jobs whose owner is a dead process of this host, or silent longer than `heartbeat_timeout`."""
+    now = time.time()
+    rows = db.execute("SELECT id, owner, heartbeat_at FROM jobs WHERE status = ?", (RUNNING,)).fetchall()
+    return [
+        row
+        for row in rows
+        if row["heartbeat_at"] is None or now - row["heartbeat_at"] > heartbeat_timeout or owner_is_dead(row["owner"])
+    ]

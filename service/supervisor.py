@@ -18,7 +18,12 @@ What it owns:
   before it was ever ready stops lstm-serve with its status: retrying does not cure a start-up error;
 - shutdown: SIGTERM or SIGINT is forwarded to every worker as SIGTERM; they drain for up to
   LSTM_DRAIN_TIMEOUT; any still running 5 s after that is killed; a clean stop exits 0;
-- orphans: it is a child subreaper, so the training processes of a worker that died are reparented to it
+- the job runner: one more child, `python -m service.lstm_worker` (lstm-worker), runs every training job of
+  this lstm-serve (the workers run none). It too dies with the supervisor (PR_SET_PDEATHSIG, set between fork
+  and exec), is restarted with the same backoff when it dies, and gets SIGTERM at shutdown: it kills its
+  training processes and marks their jobs failed. It has no ready signal: a runner that fails restarts,
+  it never stops lstm-serve;
+- orphans: it is a child subreaper, so the training processes of a runner that died are reparented to it
   (they exit with their parent) and it reaps them, also as PID 1 in a container where nobody else would.
 """
 
@@ -32,14 +37,14 @@ import multiprocessing
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
-from multiprocessing.process import BaseProcess
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 from service.http_server import STARTUP_FAILURE, serve
 from service.logs import LogFormat, configure
@@ -82,6 +87,73 @@ def die_with(parent: int) -> None:
         os._exit(1)
 
 
+class Child(Protocol):
+    """A supervised process: a multiprocessing worker, or a CommandProcess."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def pid(self) -> int | None: ...
+    @property
+    def sentinel(self) -> int | None: ...
+    @property
+    def exitcode(self) -> int | None: ...
+    def is_alive(self) -> bool: ...
+    def join(self) -> None: ...
+    def kill(self) -> None: ...
+
+
+class CommandProcess:
+    """A child that runs a command (the job runner), with what the supervisor uses of a multiprocessing worker."""
+
+    def __init__(self, command: list[str], name: str, supervisor: int) -> None:
+        self.name = name
+        prctl = _libc_prctl()  # bound before the fork: the child only calls it
+
+        def die_with_supervisor() -> None:  # between fork and exec: two system calls, nothing that may lock
+            if prctl is not None:
+                prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if os.getppid() != supervisor:  # it died before prctl: no signal will come
+                os._exit(1)
+
+        self._popen = subprocess.Popen(command, preexec_fn=die_with_supervisor)
+        self.pid: int | None = self._popen.pid
+        self.sentinel: int | None = None  # a pidfd, readable once the child has exited; else the TICK notices
+        with contextlib.suppress(AttributeError, OSError):
+            self.sentinel = os.pidfd_open(self._popen.pid)
+
+    @property
+    def exitcode(self) -> int | None:
+        return self._popen.returncode
+
+    def is_alive(self) -> bool:
+        return self._popen.poll() is None
+
+    def join(self) -> None:
+        self._popen.wait()
+        if self.sentinel is not None:
+            os.close(self.sentinel)
+            self.sentinel = None
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self._popen.kill()
+
+
+def _libc_prctl() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+def runner_command() -> list[str]:
+    """The job-runner process of lstm-serve --workers N: lstm-worker on the same store and settings (LSTM_*)."""
+    return [sys.executable, "-m", "service.lstm_worker"]
+
+
 @dataclass(frozen=True)
 class WorkerSpec:
     """What a worker needs; multiprocessing's spawn pickles it to the new process."""
@@ -112,7 +184,7 @@ def worker_main(spec: WorkerSpec, ready: Connection) -> None:
     sys.exit(serve(sock, spec.options, on_started=started))
 
 
-def _send(process: BaseProcess, signum: int) -> None:
+def _send(process: Child, signum: int) -> None:
     if process.pid is not None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(process.pid, signum)
@@ -127,25 +199,32 @@ def describe_exit(code: int | None) -> str:
 
 @dataclass
 class Slot:
-    """One of the N worker places: its current process and its restart history."""
+    """One of the N worker places, or the job runner's: its current process and its restart history."""
 
     index: int
-    process: BaseProcess | None = None
+    command: list[str] | None = None  # the job runner's command; None: a worker
+    process: Child | None = None
     ready: Connection | None = None  # read end of the current worker's ready pipe
     started_at: float = 0.0
     ever_ready: bool = False  # some worker of this slot has accepted connections
     backoff: float = FIRST_BACKOFF
     restart_at: float | None = None
 
+    @property
+    def label(self) -> str:
+        return f"worker {self.index}" if self.command is None else "the job runner"
+
 
 @dataclass
 class Supervisor:
-    """Runs `count` workers for `spec` while holding `address` (the reserved, non-listening socket)."""
+    """Runs `count` workers for `spec` while holding `address` (the reserved, non-listening socket), and the
+    job-runner process of `runner` (a command) when there is one."""
 
     address: socket.socket
     spec: WorkerSpec
     count: int
     drain_timeout: float
+    runner: list[str] | None = None
     slots: list[Slot] = field(init=False)
     status: int = 0
     stopping: bool = False
@@ -155,6 +234,8 @@ class Supervisor:
 
     def __post_init__(self) -> None:
         self.slots = [Slot(index) for index in range(self.count)]
+        if self.runner is not None:
+            self.slots.append(Slot(self.count, command=self.runner))
 
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT (then 0) or until a worker fails at start-up (then its status)."""
@@ -187,10 +268,15 @@ class Supervisor:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._signals.append(signum)
 
-    def _alive(self) -> list[BaseProcess]:
+    def _alive(self) -> list[Child]:
         return [slot.process for slot in self.slots if slot.process is not None]
 
     def _start(self, slot: Slot) -> None:
+        if slot.command is not None:
+            runner = CommandProcess(slot.command, "lstm-serve-job-runner", self.spec.supervisor)
+            slot.process, slot.started_at, slot.restart_at, slot.ever_ready = runner, time.monotonic(), None, True
+            log.info("the job runner started (pid %s)", runner.pid)
+            return
         context = multiprocessing.get_context("spawn")
         reader, writer = context.Pipe(duplex=False)
         process = context.Process(target=worker_main, args=(self.spec, writer), name=f"lstm-serve-worker-{slot.index}")
@@ -205,7 +291,7 @@ class Supervisor:
         timeout = min(TICK, max(0.0, min(due) - now))
         watched: list[Any] = [wake_read]
         for slot in self.slots:
-            if slot.process is not None:
+            if slot.process is not None and slot.process.sentinel is not None:
                 watched.append(slot.process.sentinel)
             if slot.ready is not None:
                 watched.append(slot.ready)
@@ -236,9 +322,7 @@ class Supervisor:
                         self._start(slot)
                     except OSError as exc:  # e.g. no memory or process slot for it right now: try again later
                         slot.restart_at = now + slot.backoff
-                        log.error(
-                            "worker %d could not be started (%s); trying again in %.1f s", slot.index, exc, slot.backoff
-                        )
+                        log.error("%s could not be started (%s); trying again in %.1f s", slot.label, exc, slot.backoff)
                         slot.backoff = min(2 * slot.backoff, MAX_BACKOFF)
         self._reap_orphans()
 
@@ -252,7 +336,7 @@ class Supervisor:
         else:
             slot.ever_ready = True
             log.info("worker %d ready (pid %s)", slot.index, slot.process.pid if slot.process else None)
-            if not self._all_ready and all(s.ever_ready for s in self.slots):
+            if not self._all_ready and all(s.ever_ready for s in self.slots):  # the runner's is True from its start
                 self._all_ready = True
                 log.info("all %d workers ready", self.count)
         slot.ready.close()
@@ -265,7 +349,7 @@ class Supervisor:
         if slot.ready is not None:
             slot.ready.close()
             slot.ready = None
-        what = f"worker {slot.index} (pid {process.pid}) {describe_exit(process.exitcode)}"
+        what = f"{slot.label} (pid {process.pid}) {describe_exit(process.exitcode)}"
         if self.stopping:
             log.info("%s", what)
             return

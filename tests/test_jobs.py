@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from fastapi.testclient import TestClient
 
 import model_store
 from benchmarks import harness
+from service.job_schemas import TrainJob, TrainJobPage
 from service.jobs import RUNNING, Job, JobStore
 from tests.conftest import REMOTE, make_client, save_tiny
 
@@ -302,3 +304,58 @@ def test_jobs_survive_a_restart(store: model_store.ModelStore) -> None:
     with make_client(store) as client:
         assert client.get(f"/train/{job['id']}").json() == done
     assert os.path.exists(store.root / ".jobs" / "jobs.sqlite3")
+
+
+def test_an_idle_runner_writes_nothing_to_the_job_database(
+    store: model_store.ModelStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    save_tiny(store)
+    jobs = JobStore(store.root)
+    done = jobs.create(model="lstm", preset="robust", promote="never", params={}, max_epochs=5, queue_max=5)
+    jobs.claim("another-host:1", concurrency=1)
+    jobs.finish(done.id, "failed", error="finished before the service started")  # a queue with history, none due
+    writes: list[str] = []
+    write = JobStore._write
+
+    def counted(self: JobStore) -> Any:
+        writes.append(self.path.name)
+        return write(self)
+
+    # An empty write transaction changes neither data_version nor a file, yet takes SQLite's one write lock:
+    # so the transactions begun are counted too.
+    monkeypatch.setattr(JobStore, "_write", counted)
+    with make_client(store, job_poll_interval=0.05) as client:
+        assert client.get(f"/train/{done.id}").status_code == 200
+        writes.clear()
+        watcher = sqlite3.connect(jobs.path)
+        try:
+            # data_version changes when any other connection commits a change; the files' mtimes, on any write.
+            before = watcher.execute("PRAGMA data_version").fetchone()[0]
+            files = {path: path.stat().st_mtime_ns for path in jobs.dir.glob("jobs.sqlite3*")}
+            time.sleep(1.0)  # twenty of the runner's polls
+            assert client.get("/train").json()["total"] == 1  # reading does not write either
+            assert watcher.execute("PRAGMA data_version").fetchone()[0] == before
+            assert {path: path.stat().st_mtime_ns for path in jobs.dir.glob("jobs.sqlite3*")} == files
+            assert writes == []
+        finally:
+            watcher.close()
+
+
+def test_the_openapi_job_models_describe_what_the_routes_answer(store: model_store.ModelStore) -> None:
+    save_tiny(store)
+    jobs = JobStore(store.root)
+    dataset = {"shape": [4, 2, 1]}
+    queued = jobs.create(
+        model="lstm", preset="tutorial", promote="never", params={}, max_epochs=5, queue_max=5, dataset=dataset
+    )
+    jobs.claim("another-host:1", concurrency=1)
+    jobs.progress(queued.id, 1, 5, 0.25)
+    result = {"model": "lstm", "version": 2, "metrics": {"mse": 0.1}, "promoted": False, "promotion_reason": "never"}
+    jobs.finish(queued.id, "succeeded", result=result)
+    with make_client(store) as client:
+        shown = client.get(f"/train/{queued.id}").json()
+        assert TrainJob.model_validate(shown).model_dump(exclude_none=True) == {
+            key: value for key, value in shown.items() if value is not None
+        }
+        page = client.get("/train").json()
+        assert TrainJobPage.model_validate(page).total == 1

@@ -163,7 +163,7 @@ def test_a_burst_of_event_streams_never_exceeds_the_cap(store: model_store.Model
     job = jobs.create(model="lstm", preset="robust", promote="never", params={}, max_epochs=5, queue_max=5)
     jobs.claim("another-host:1", concurrency=1)  # running elsewhere: this service never touches it
     with make_client(store, max_sse_clients=2, job_heartbeat_timeout=3600) as client:
-        runtime = client.app.state.components  # type: ignore[attr-defined]
+        events = client.app.state.components.job_events  # type: ignore[attr-defined]
         statuses: list[int] = []
         opened = threading.Barrier(8)
         answered = threading.Barrier(9)  # the 8 clients and this test
@@ -187,6 +187,6 @@ def test_a_burst_of_event_streams_never_exceeds_the_cap(store: model_store.Model
             thread.join()
         assert sorted(statuses) == [200, 200] + [429] * 6, statuses
         deadline = time.monotonic() + 5
-        while runtime.sse_clients and time.monotonic() < deadline:
+        while events.streams and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert runtime.sse_clients == 0, "a slot was never given back"
+        assert events.streams == 0, "a slot was never given back"

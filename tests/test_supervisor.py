@@ -11,6 +11,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -20,6 +22,7 @@ import pytest
 import model_store
 from benchmarks import harness
 from service.config import Settings
+from service.jobs import JobStore
 from service.logs import JsonFormatter
 from tests.conftest import save_tiny, wait_for
 from tests.test_e2e import (
@@ -45,6 +48,12 @@ children = harness.children  # live direct children
 def workers_of(server: Server) -> list[int]:
     """The live worker processes of a supervisor (multiprocessing's spawned children)."""
     return harness.spawned_workers(server.process.pid)
+
+
+def runner_of(server: Server) -> int | None:
+    """The supervisor's job-runner process (lstm-worker), if one runs."""
+    found = [pid for pid in children(server.process.pid) if "service.lstm_worker" in harness.cmdline(pid)]
+    return found[0] if found else None
 
 
 def kill_all(pids: list[int]) -> None:
@@ -141,7 +150,7 @@ def test_a_worker_killed_9_is_replaced_and_serves_again(store: model_store.Model
         assert stop(server) == 0
 
 
-def test_a_worker_killed_9_during_a_job_leaves_no_training_process_and_no_zombie(
+def test_the_job_runner_killed_9_during_a_job_leaves_no_training_process_and_no_zombie(
     store: model_store.ModelStore, tmp_path: Path
 ) -> None:
     server = start_server(store.root, tmp_path / "serve.log", workers=2, LSTM_JOB_POLL_INTERVAL="0.1")
@@ -153,18 +162,89 @@ def test_a_worker_killed_9_during_a_job_leaves_no_training_process_and_no_zombie
         (training,) = training_processes(store.root)
         owner = harness.parent(training)
         assert owner is not None
-        assert owner in workers_of(server)
+        assert owner == runner_of(server)  # the job runner process trains, not a serving worker
         os.kill(owner, signal.SIGKILL)
-        # The training process exits with its worker; the supervisor (a child subreaper) collects it, so it is
-        # not left a zombie, and the other worker's runner marks the job failed.
+        # The training process exits with its runner; the supervisor (a child subreaper) collects it, so it is
+        # not left a zombie, and the restarted runner marks the job failed.
         assert wait_for(lambda: harness.state(training) is None), harness.state(training)
         shown = wait_job(server.url, job["id"], ("failed", "succeeded"))
         assert shown["status"] == "failed" and "stopped before it finished" in str(shown["error"]), shown
-        assert wait_for(lambda: len(workers_of(server)) == 2)  # and the killed worker was replaced
+        assert wait_for(lambda: runner_of(server) not in (None, owner))  # and the killed runner was replaced
+        assert f"the job runner (pid {owner}) was killed by SIGKILL; starting another" in server.log.read_text()
+        assert len(workers_of(server)) == 2
         assert store.versions("lstm") == [1]
     finally:
         kill_all(training_processes(store.root))
         assert stop(server) == 0
+
+
+def read_events(response: httpx.Response) -> Iterator[tuple[str | None, dict[str, object]]]:
+    """The (event, data) pairs of an event stream as they come, to its end."""
+    name = None
+    for line in response.iter_lines():
+        if line.startswith("event: "):
+            name = line.removeprefix("event: ")
+        elif line.startswith("data: "):
+            yield name, json.loads(line.removeprefix("data: "))
+
+
+def test_two_workers_have_one_job_runner_that_runs_each_job_once_and_pushes_its_events(
+    store: model_store.ModelStore, tmp_path: Path
+) -> None:
+    server = start_server(store.root, tmp_path / "serve.log", workers=2, LSTM_JOB_POLL_INTERVAL="0.1")
+    try:
+        assert wait_for(lambda: len(workers_of(server)) == 2)
+        assert runner_of(server) is not None
+        assert len([pid for pid in children(server.process.pid) if "service.lstm_worker" in harness.cmdline(pid)]) == 1
+        body = {"params": TINY_PARAMS | {"max_epochs": 20}, "promote": "always"}
+        # A connection each: the jobs reach whichever worker accepts, and both run in the one runner.
+        jobs = [httpx.post(f"{server.url}/train", json=body, headers={"connection": "close"}).json() for _ in range(2)]
+        for job in jobs:
+            with httpx.stream("GET", f"{server.url}/train/{job['id']}/events", timeout=600) as response:
+                assert response.status_code == 200
+                events = list(read_events(response))
+            names = [name for name, _ in events]
+            assert names[-2:] == ["succeeded", "end"], names
+            assert "progress" in names
+        assert store.versions("lstm") == [1, 2, 3]  # each job once
+        assert training_processes(store.root) == []
+    finally:
+        assert stop(server) == 0
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_open_event_stream_ends_at_sigterm_and_does_not_hold_up_the_drain(
+    store: model_store.ModelStore, tmp_path: Path, workers: int
+) -> None:
+    jobs = JobStore(store.root)
+    job = jobs.create(model="lstm", preset="robust", promote="never", params={}, max_epochs=5, queue_max=5)
+    jobs.claim("another-host:1", concurrency=1)  # running elsewhere: its stream stays open until shutdown
+    server = start_server(
+        store.root,
+        tmp_path / "serve.log",
+        workers=workers,
+        LSTM_DRAIN_TIMEOUT="600",
+        LSTM_JOB_HEARTBEAT_TIMEOUT="3600",
+    )
+    ended = threading.Event()
+    events: list[tuple[str | None, dict[str, object]]] = []
+
+    def follow() -> None:
+        with httpx.stream("GET", f"{server.url}/train/{job.id}/events", timeout=600) as response:
+            events.extend(read_events(response))
+        ended.set()
+
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
+    try:
+        assert wait_for(lambda: events)  # the first snapshot arrived: the stream is open
+        server.process.send_signal(signal.SIGTERM)
+        assert ended.wait(timeout=120), "the stream was not closed at shutdown"
+        assert server.process.wait(timeout=120) == 0
+    finally:
+        stop(server)
+    assert [name for name, _ in events] == ["progress"]  # the running job's snapshot, then nothing: no `end`
+    assert "graceful shutdown exceeded" not in server.log.read_text()
 
 
 # Loaded by every interpreter that PYTHONPATH reaches; it breaks only the workers' settings, so the

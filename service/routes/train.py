@@ -6,28 +6,32 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
+import anyio
 import anyio.to_thread
 import numpy as np
 import orjson
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
 
 import model_store
 from service.config import Settings
-from service.dataplane import DEFAULT_MODEL
-from service.deps import AdminDep, ComponentsDep, JobsDep, SettingsDep
+from service.deps import AdminDep, JobEventsDep, JobsDep, JobWakeDep, SettingsDep
 from service.errors import BusyError, InvalidInputError
-from service.jobs import Job, JobStore
+from service.job_queue import JobQueue
+from service.job_schemas import TrainJob, TrainJobPage
+from service.jobs import Job
 from service.responses import json_response
+from service.schemas import DEFAULT_MODEL, error_responses
 from service.tensors import nested_to_array, parse_json_object
 from training.config import BOUNDS, ParamError, preset
 from training.memory import MemoryBudgetError, check_budget
 
 router = APIRouter(prefix="/train", tags=["training"])
-SSE_POLL_SECONDS = 0.25
 SSE_KEEPALIVE_SECONDS = 15.0
+SSE_SHUTDOWN_GRACE_SECONDS = 5.0  # how long a stream has to end by itself at shutdown before it is cut
+SSE_SEPARATOR = "\n"  # as the stream was always framed; clients accept \n, \r\n and \r alike
 
 
 class TrainRequest(BaseModel):
@@ -80,7 +84,7 @@ def _dataset_arrays(dataset: dict[str, Any], limit: int) -> tuple[np.ndarray, np
     return inputs, targets
 
 
-def _submit(settings: Settings, jobs: JobStore, request: TrainRequest) -> Job:
+def _submit(settings: Settings, jobs: JobQueue, request: TrainRequest) -> Job:
     """Validate, queue, and store the dataset beside the job (blocking: runs in a thread)."""
     try:
         config = preset(request.preset).with_overrides(request.params)
@@ -112,102 +116,113 @@ def _submit(settings: Settings, jobs: JobStore, request: TrainRequest) -> Job:
     status_code=202,
     dependencies=[AdminDep],
     openapi_extra={"requestBody": {"content": {"application/json": {"schema": TrainRequest.model_json_schema()}}}},
-    responses={202: {"description": "the queued job; Location names it"}, 429: {"description": "queue full"}},
+    responses={
+        202: {"model": TrainJob, "description": "the queued job; Location names it"},
+        **error_responses(400, 401, 403, 429),
+    },
 )
-async def submit(request: Request, settings: SettingsDep, jobs: JobsDep, components: ComponentsDep) -> Response:
+async def submit(request: Request, settings: SettingsDep, jobs: JobsDep, wake: JobWakeDep) -> Response:
     """Queue a training job; poll Location, or follow /train/{id}/events."""
     body = await request.body()  # BodyLimitMiddleware bounds it
     parsed = _parse(body)
     job = await anyio.to_thread.run_sync(_submit, settings, jobs, parsed)
-    components.wake_runner()
+    wake()
     return json_response(job.public(), 202, headers={"Location": f"/train/{job.id}"})
 
 
-@router.get("")
+@router.get("", responses={200: {"model": TrainJobPage}, **error_responses()})
 async def list_jobs(
-    jobs_store: JobsDep,
+    jobs: JobsDep,
     limit: int = Query(20, ge=1, le=200, description="jobs per page"),
     offset: int = Query(0, ge=0, le=2**31 - 1, description="jobs to skip"),
-) -> dict[str, Any]:
+) -> Response:
     """Jobs, newest first, a page at a time."""
-    jobs, total = await anyio.to_thread.run_sync(jobs_store.page, limit, offset)
-    return {"jobs": [job.public() for job in jobs], "total": total, "limit": limit, "offset": offset}
+    found, total = await anyio.to_thread.run_sync(jobs.page, limit, offset)
+    return json_response({"jobs": [job.public() for job in found], "total": total, "limit": limit, "offset": offset})
 
 
-@router.get("/{job_id}")
-async def get_job(job_id: str, jobs: JobsDep) -> dict[str, Any]:
+@router.get("/{job_id}", responses={200: {"model": TrainJob}, **error_responses(404)})
+async def get_job(job_id: str, jobs: JobsDep) -> Response:
     """One job: status, progress, result or error."""
     job = await anyio.to_thread.run_sync(jobs.get, job_id)
-    return job.public()
+    return json_response(job.public())
 
 
-@router.delete("/{job_id}", dependencies=[AdminDep], responses={409: {"description": "the job has finished"}})
-async def cancel_job(job_id: str, jobs: JobsDep, settings: SettingsDep, components: ComponentsDep) -> dict[str, Any]:
+@router.delete(
+    "/{job_id}",
+    dependencies=[AdminDep],
+    responses={200: {"model": TrainJob}, **error_responses(401, 403, 404, 409)},
+)
+async def cancel_job(job_id: str, settings: SettingsDep, jobs: JobsDep, wake: JobWakeDep) -> Response:
     """Cancel a queued or running job; 409 once it has finished."""
     job = await anyio.to_thread.run_sync(jobs.request_cancel, job_id)
-    components.wake_runner()
-    # The worker that runs it stops it on its next tick; wait a little so the answer is final.
+    wake()
+    # The runner stops it on its next tick (at most job_poll_interval away); wait a little so the answer is final.
     deadline = asyncio.get_running_loop().time() + 5 * settings.job_poll_interval + 2
     while not job.finished and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.05)
         job = await anyio.to_thread.run_sync(jobs.get, job_id)
-    return job.public()
+    return json_response(job.public())
 
 
-def _event(name: str, payload: dict[str, Any]) -> bytes:
-    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+def _event(name: str, payload: dict[str, Any]) -> dict[str, str]:
+    return {"event": name, "data": orjson.dumps(payload).decode()}
 
 
 @router.get(
     "/{job_id}/events",
-    response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "job snapshots until it finishes"}},
+    response_class=EventSourceResponse,
+    responses={
+        200: {
+            "content": {
+                "text/event-stream": {
+                    "schema": {
+                        "type": "string",
+                        "description": "events `progress` (the job, as GET /train/{job_id} shows it) whenever it "
+                        "changes, then one named by its final status, then `end` with its id and status",
+                    }
+                }
+            },
+            "description": "job snapshots until it finishes",
+        },
+        **error_responses(404, 429),
+    },
 )
-async def job_events(
-    job_id: str, request: Request, jobs: JobsDep, settings: SettingsDep, components: ComponentsDep
-) -> StreamingResponse:
+async def job_events(job_id: str, settings: SettingsDep, jobs: JobsDep, events: JobEventsDep) -> EventSourceResponse:
     """Server-sent events: the job whenever it changes, then `end` when it finishes."""
     job = await anyio.to_thread.run_sync(jobs.get, job_id)
-    if components.sse_clients >= settings.max_sse_clients:
-        raise BusyError(f"too many event streams open ({components.sse_clients}); poll GET /train/{job_id} instead")
+    if events.streams >= settings.max_sse_clients:
+        raise BusyError(f"too many event streams open ({events.streams}); poll GET /train/{job_id} instead")
     # Counted now, with no await between check and count (counted when the stream started, a burst all passed
     # the check); given back once: when the stream ends, or after the response if the stream never started.
-    components.sse_clients += 1
-    released = False
+    subscription = events.subscribe(job)
 
-    def release() -> None:
-        nonlocal released
-        if not released:
-            released = True
-            components.sse_clients -= 1
-
-    async def stream() -> AsyncIterator[bytes]:
+    async def stream() -> AsyncIterator[dict[str, str]]:
         try:
-            current = job
-            last: dict[str, Any] | None = None
-            quiet_since = asyncio.get_running_loop().time()
-            while True:
-                shown = current.public()
-                if shown != last:
-                    yield _event(current.status if current.finished else "progress", shown)
-                    last = shown
-                    quiet_since = asyncio.get_running_loop().time()
+            async for current in events.follow(subscription):
+                yield _event(current.status if current.finished else "progress", current.public())
                 if current.finished:
                     yield _event("end", {"id": current.id, "status": current.status})
-                    return
-                if asyncio.get_running_loop().time() - quiet_since > SSE_KEEPALIVE_SECONDS:
-                    yield b": keep-alive\n\n"
-                    quiet_since = asyncio.get_running_loop().time()
-                if await request.is_disconnected():
-                    return
-                await asyncio.sleep(SSE_POLL_SECONDS)
-                current = await anyio.to_thread.run_sync(jobs.get, job_id)
         finally:
-            release()
+            events.release(subscription)
 
-    return StreamingResponse(
+    shutdown = anyio.Event()
+
+    async def end_on_shutdown() -> None:
+        await shutdown.wait()
+        events.end(subscription)
+
+    # Pushed by the hub. At shutdown sse-starlette (it watches uvicorn's exit flag) sets `shutdown`: the stream
+    # then ends cleanly, its last chunk sent, so an open stream never holds up the drain; the lifespan's hub
+    # ends whatever is left (in-process clients).
+    return EventSourceResponse(
         stream(),
-        media_type="text/event-stream",
+        shutdown_event=shutdown,
+        shutdown_grace_period=SSE_SHUTDOWN_GRACE_SECONDS,
+        data_sender_callable=end_on_shutdown,
         headers={"Cache-Control": "no-cache"},
-        background=BackgroundTask(release),
+        sep=SSE_SEPARATOR,
+        ping=SSE_KEEPALIVE_SECONDS,
+        ping_message_factory=lambda: ServerSentEvent(comment="keep-alive", sep=SSE_SEPARATOR),
+        background=BackgroundTask(events.release, subscription),
     )

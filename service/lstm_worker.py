@@ -1,0 +1,70 @@
+"""The lstm-worker command: runs the training jobs of a store's queue in a process of its own, until SIGTERM.
+
+`lstm-serve --workers N` (N > 1) runs one as its job-runner process (service/supervisor.py), so a
+lstm-serve has one runner whatever its worker count. On SIGTERM or SIGINT the runner stops: its training
+processes are killed and their jobs become failed, with the reason. A succeeded job's version reaches
+the serving workers through their store poll (LSTM_POLL_INTERVAL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from service.config import Settings
+from service.job_runner import JobRunner, RunnerSettings, running
+from service.jobs import JobStore
+from service.logs import configure
+
+log = logging.getLogger("service.lstm_worker")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lstm-worker",
+        description="Run the training jobs queued in a store (POST /train of any lstm-serve on it). Every "
+        "setting is an LSTM_ environment variable (LSTM_JOB_*, see the README); flags override them.",
+    )
+    parser.add_argument("--store", help="model store folder whose job queue to run (LSTM_STORE_DIR)")
+    return parser
+
+
+async def _nothing() -> None:
+    """After a job succeeded: nothing to refresh here; serving processes see the version on their store poll."""
+
+
+async def run(settings: Settings) -> int:
+    """Run jobs until SIGTERM or SIGINT; 0 once the runner has stopped and recorded its jobs."""
+    jobs = await asyncio.to_thread(JobStore, settings.store_dir)
+    runner = JobRunner(jobs, settings.store_dir, RunnerSettings.from_settings(settings), _nothing)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    async with running(runner):
+        log.info("job runner %s running the jobs of %s", runner.owner, settings.store_dir)
+        await stop.wait()
+        log.info("job runner stopping: its running jobs are stopped and marked failed")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.store is not None:
+        os.environ["LSTM_STORE_DIR"] = args.store
+    try:
+        settings = Settings()
+        configure(settings.log_level, settings.log_format)
+    except ValueError as exc:
+        print(f"lstm-worker: error: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(run(settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
