@@ -41,8 +41,9 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any
 
+from service.config import Settings
 from service.http_server import STARTUP_FAILURE, serve
-from service.logs import LogFormat, configure
+from service.logs import configure
 from service.sockets import worker_socket
 
 log = logging.getLogger("service.supervisor")
@@ -90,14 +91,13 @@ class WorkerSpec:
     port: int
     supervisor: int  # pid of the process the worker must not outlive
     options: dict[str, Any]  # uvicorn.Config keyword arguments
-    log_level: str
-    log_format: LogFormat
+    settings: Settings  # resolved by lstm-serve (flags over LSTM_ variables, --workers auto worked out)
 
 
 def worker_main(spec: WorkerSpec, ready: Connection) -> None:
     """A worker process: die with the supervisor, listen on a socket of its own, serve until drained."""
     die_with(spec.supervisor)  # first, before anything that can take time
-    configure(spec.log_level, spec.log_format)
+    configure(spec.settings.log_level, spec.settings.log_format)
     try:
         sock = worker_socket(spec.host, spec.port)
     except OSError as exc:
@@ -109,7 +109,7 @@ def worker_main(spec: WorkerSpec, ready: Connection) -> None:
             ready.send_bytes(READY)
             ready.close()
 
-    sys.exit(serve(sock, spec.options, on_started=started))
+    sys.exit(serve(sock, spec.settings, spec.options, on_started=started))
 
 
 def _send(process: BaseProcess, signum: int) -> None:

@@ -125,7 +125,12 @@ def _metavar(annotation: Any, dest: str) -> str:
     """INT, FLOAT or PATH for a field of that type (or that type or None), else the flag's own name."""
     kinds = [kind for kind in typing.get_args(annotation) if kind is not type(None)] or [annotation]
     names = {int: "INT", float: "FLOAT", Path: "PATH"}
-    return names.get(kinds[0], dest.upper()) if len(kinds) == 1 else dest.upper()
+    if len(kinds) == 1:
+        return names.get(kinds[0], dest.upper())
+    # A number or a word (lstm-serve's --workers N|auto).
+    words = [str(word) for kind in kinds for word in (_choices(kind) or [])]
+    numbers = ["N" for kind in kinds if typing.get_origin(kind) is Annotated and typing.get_args(kind)[0] is int]
+    return "|".join(numbers + words) if words and numbers else dest.upper()
 
 
 def _is_bool(annotation: Any) -> bool:
@@ -173,16 +178,26 @@ def add_flags(
         )
 
 
-def problem(error: Mapping[str, Any], flags: Iterable[Flag], given: Mapping[str, Any]) -> str:
-    """One validation error as a usage message that names the flag, or the twin that held the value."""
-    key = str(error["loc"][0]) if error["loc"] else ""
-    flag = next((flag for flag in flags if key in (flag.key, flag.field)), None)
-    message = str(error["msg"])
-    if flag is None:
-        return message
-    if flag.key in given:
-        return f"argument {flag.option}: {message}, got {error['input']!r}"
-    return f"{flag.env}={error['input']!r}: {message}"
+def problems(exc: ValidationError, flags: Iterable[Flag], given: Mapping[str, Any]) -> str:
+    """The validation errors as a usage message: per field, the flag or the twin that held the value, and why.
+
+    A field of several types (lstm-serve's workers: a number or auto) fails once per type; one line says all.
+    """
+    by_key: dict[str, list[Mapping[str, Any]]] = {}
+    for error in exc.errors():
+        by_key.setdefault(str(error["loc"][0]) if error["loc"] else "", []).append(error)
+    lines = []
+    for key, errors in by_key.items():
+        flag = next((flag for flag in flags if key in (flag.key, flag.field)), None)
+        message = " or ".join(dict.fromkeys(str(error["msg"]) for error in errors))
+        value = errors[0]["input"]
+        if flag is None:
+            lines.append(message)
+        elif flag.key in given:
+            lines.append(f"argument {flag.option}: {message}, got {value!r}")
+        else:
+            lines.append(f"{flag.env}={value!r}: {message}")
+    return "; ".join(lines)
 
 
 def settings_from(
@@ -194,4 +209,4 @@ def settings_from(
     try:
         return model(**given)
     except ValidationError as exc:
-        parser.error("; ".join(problem(error, flags, given) for error in exc.errors()))
+        parser.error(problems(exc, flags, given))
