@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,12 +39,25 @@ class Server:
     log: Path
 
 
-def start_server(root: Path, log: Path, workers: int = 1, port: int | None = None, **env: str) -> Server:
+def start_server(
+    root: Path, log: Path, workers: int = 1, port: int | None = None, flags: Sequence[str] = (), **env: str
+) -> Server:
     port = free_port() if port is None else port
     environment = os.environ | {"LSTM_POLL_INTERVAL": "0.2", "LSTM_LOG_LEVEL": "warning"} | env
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "service", "--store", str(root), "--port", str(port), "--workers", str(workers)],
+            [
+                sys.executable,
+                "-m",
+                "service",
+                "--store",
+                str(root),
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+                *flags,
+            ],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=environment,

@@ -52,7 +52,7 @@ class TrainSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LSTM_", extra="ignore")
 
     preset: PresetName = Field("robust", description="the preset the hyper-parameters start from")
-    store_dir: Path = Field(Path(DEFAULT_STORE), description="store folder")
+    store_dir: Path = Field(Path(DEFAULT_STORE), description="store folder (the same variable as lstm-serve's)")
     model: str = Field("lstm", description="model name")
     promote: Promote = Field(
         "if_better",
@@ -78,8 +78,8 @@ class TrainSettings(BaseSettings):
     train_torch_threads: int | None = Field(
         None,
         ge=1,
-        description="torch threads for training; unset: the CPU budget's cores when they are idle at start, else 1 "
-        "(see docs/training.md; changes float rounding, see README)",
+        description="torch threads for training (not lstm-serve's LSTM_TORCH_THREADS); unset: the CPU budget's "
+        "cores when they are idle at start, else 1 (docs/training.md, threads; changes float rounding, see README)",
     )
     train_memory_budget_mb: float = Field(
         DEFAULT_BUDGET_MB,
