@@ -17,7 +17,8 @@ JOB_MEMORY_HEADROOM_MB = 512
 
 
 class Settings(BaseSettings):
-    """Every knob of lstm-serve. Each field is also an environment variable: LSTM_<FIELD NAME>."""
+    """Every knob of lstm-serve. Each field is an environment variable, LSTM_<FIELD NAME>, and (but the token) an
+    lstm-serve flag generated from the field (service/__main__.py, training/settings_cli.py)."""
 
     model_config = SettingsConfigDict(env_prefix="LSTM_", extra="ignore")
 

@@ -34,7 +34,7 @@ def serve(
     # Imported here, in the serving process only: the app brings torch and FastAPI, which the supervisor never needs.
     from service.app import create_app
 
-    # uvicorn calls the factory, as it called app_from_env before: a failure there is its startup failure.
+    # uvicorn calls the factory itself, so a failure there is reported as its startup failure.
     app = functools.partial(create_app, settings)
     server = uvicorn.Server(uvicorn.Config(app, factory=True, **options, **notify))
     # uvicorn drains on SIGTERM/SIGINT, then restores the handlers it found and raises the signal again for
