@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -146,7 +146,10 @@ def _json(text: str) -> Any:
 
 
 def add_flags(
-    container: argparse._ActionsContainer, model: type[BaseSettings], flags: Iterable[Flag], help_for: Any = None
+    container: argparse._ActionsContainer,
+    model: type[BaseSettings],
+    flags: Iterable[Flag],
+    help_for: Callable[[Flag, FieldInfo], str | None] | None = None,
 ) -> None:
     """Add `flags` to a parser or group: unset flags stay out of the namespace, so the settings read their twins.
 
@@ -189,7 +192,8 @@ def problems(exc: ValidationError, flags: Iterable[Flag], given: Mapping[str, An
     lines = []
     for key, errors in by_key.items():
         flag = next((flag for flag in flags if key in (flag.key, flag.field)), None)
-        message = " or ".join(dict.fromkeys(str(error["msg"]) for error in errors))
+        # "Value error, " is how pydantic introduces a validator's ValueError; the message says enough.
+        message = " or ".join(dict.fromkeys(str(error["msg"]).removeprefix("Value error, ") for error in errors))
         value = errors[0]["input"]
         if flag is None:
             lines.append(message)
