@@ -221,12 +221,18 @@ def test_a_worker_killed_9_during_a_job_leaves_no_training_process_and_no_zombie
         assert stop(server) == 0
 
 
-# Loaded by every interpreter that PYTHONPATH reaches; it breaks only the workers' settings, so the
-# supervisor starts and each worker's app factory fails, as a worker whose start-up fails would.
+# Loaded by every interpreter that PYTHONPATH reaches; it breaks only the workers' app factory (the workers get
+# their settings from lstm-serve, not from the environment), so the supervisor starts and each worker fails, as
+# a worker whose start-up fails would.
 BREAK_WORKERS = """
-import os, sys
+import sys
 if "--multiprocessing-fork" in sys.argv:
-    os.environ["LSTM_BATCH_MAX_SIZE"] = "0"
+    import service.app
+
+    def create_app(settings):
+        raise ValueError("this worker's app cannot be built")
+
+    service.app.create_app = create_app
 """
 
 
