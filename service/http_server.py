@@ -18,6 +18,13 @@ from service.config import Settings
 STARTUP_FAILURE = 3  # uvicorn's exit status when the application's startup fails
 
 
+def _app(settings: Settings) -> Any:
+    """The app factory, importing the app only here: it brings torch and FastAPI, which the supervisor never needs."""
+    from service.app import create_app
+
+    return create_app(settings)
+
+
 def serve(
     sock: socket.socket,
     settings: Settings,
@@ -31,11 +38,9 @@ def serve(
     tick after startup, then every `timeout_notify` seconds).
     """
     notify: dict[str, Any] = {} if on_started is None else {"callback_notify": on_started, "timeout_notify": 3600}
-    # Imported here, in the serving process only: the app brings torch and FastAPI, which the supervisor never needs.
-    from service.app import create_app
-
-    # uvicorn calls the factory itself, so a failure there is reported as its startup failure.
-    app = functools.partial(create_app, settings)
+    # uvicorn calls the factory inside server.run, after the signal handlers below are set (a SIGTERM during the
+    # slow import still drains), and reports a failure there as its startup failure.
+    app = functools.partial(_app, settings)
     server = uvicorn.Server(uvicorn.Config(app, factory=True, **options, **notify))
     # uvicorn drains on SIGTERM/SIGINT, then restores the handlers it found and raises the signal again for
     # them. With the defaults that kills the drained process (status -15). With the server's own handler
