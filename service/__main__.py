@@ -13,33 +13,24 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from service.config import Settings
+from service.config import FLAGS, Settings
 from service.http_server import serve
 from service.logs import configure
 from service.sockets import plain_socket, reserve
 from service.supervisor import Supervisor, WorkerSpec, runner_command
+from training.settings_cli import add_flags, settings_from
 
 log = logging.getLogger("service.serve")
-
-# Flags that exist as settings; each is written to its LSTM_ variable so every worker sees it.
-FLAGS = {"store": "store_dir", "host": "host", "port": "port", "workers": "workers", "torch_threads": "torch_threads"}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lstm-serve",
         description="Serve the models of a store: /predict, the Open Inference Protocol, /models, /metrics. "
-        "Every setting is an LSTM_ environment variable (see the README); flags override them.",
+        "Every setting is an LSTM_ environment variable (see the README) and a flag (but LSTM_API_TOKEN); "
+        "a flag given overrides its variable.",
     )
-    parser.add_argument("--store", help="model store folder (LSTM_STORE_DIR, default model-store)")
-    parser.add_argument("--host", help="address to bind (LSTM_HOST, default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="port (LSTM_PORT, default 8000)")
-    parser.add_argument(
-        "--workers",
-        metavar="N|auto",
-        help="server processes, or auto: one per core of the CPU budget (LSTM_WORKERS, default 1)",
-    )
-    parser.add_argument("--torch-threads", type=int, help="torch threads per worker (LSTM_TORCH_THREADS, default 1)")
+    add_flags(parser, Settings, FLAGS)
     return parser
 
 
@@ -75,16 +66,8 @@ def uvicorn_options(settings: Settings, log_config: dict[str, Any]) -> dict[str,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    for flag, setting in FLAGS.items():
-        value = getattr(args, flag)
-        if value is not None:
-            os.environ[f"LSTM_{setting.upper()}"] = str(value)
-    try:
-        settings = Settings()
-    except ValueError as exc:
-        print(f"lstm-serve: error: {exc}", file=sys.stderr)
-        return 2
+    parser = build_parser()
+    settings = settings_from(Settings, parser, parser.parse_args(argv), FLAGS)  # a bad value: exit 2
     try:
         log_config = configure(settings.log_level, settings.log_format)
     except ValueError as exc:  # logging names no such level
@@ -95,7 +78,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (subprocess.SubprocessError, ValueError) as exc:
         print(f"lstm-serve: error: --workers auto: cannot work out the CPU budget: {exc}", file=sys.stderr)
         return 2
-    os.environ["LSTM_WORKERS"] = str(workers)  # what the workers' settings say, also after auto
     try:
         # With several workers this only reserves the address; each worker listens on a socket of its own.
         sock = reserve(settings.host, settings.port) if workers > 1 else plain_socket(settings.host, settings.port)
@@ -111,18 +93,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics_dir.mkdir(parents=True, exist_ok=True)
         for stale in metrics_dir.glob("*.db"):  # values of a previous run would be summed in
             stale.unlink()
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)  # prometheus_client's own variable
+    # The workers get this object itself (pickled by spawn), with --workers auto and the metrics folder resolved.
+    settings = settings.model_copy(update={"workers": workers, "metrics_dir": metrics_dir})
     options = uvicorn_options(settings, log_config)
     host, port = sock.getsockname()[:2]
     try:
         with sock:
             if workers == 1:
                 log.info("serving on http://%s:%d with 1 worker, in this process", host, port)
-                return serve(sock, options)
+                return serve(sock, settings, options)
             # One runner per lstm-serve: the supervisor's job-runner process runs every job, the workers none.
-            os.environ["LSTM_JOB_RUNNER"] = "false"
-            spec = WorkerSpec(host, port, os.getpid(), options, settings.log_level, settings.log_format)
-            return Supervisor(sock, spec, workers, settings.drain_timeout, runner=runner_command()).run()
+            spec = WorkerSpec(host, port, os.getpid(), options, settings.model_copy(update={"job_runner": False}))
+            runner = runner_command() if settings.job_runner else None
+            return Supervisor(sock, spec, workers, settings.drain_timeout, runner=runner).run()
     finally:
         if owned_metrics_dir and metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -139,5 +139,6 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
 
 
 def app_from_env() -> FastAPI:
-    """The uvicorn factory: settings from LSTM_* environment variables (lstm-serve sets them from its flags)."""
+    """A uvicorn factory for running the app by name (`uvicorn --factory service.app:app_from_env`): settings from
+    LSTM_* environment variables. lstm-serve builds its Settings from flags and variables and passes them itself."""
     return create_app(Settings())

@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from training.memory import DEFAULT_BUDGET_MB
+from training.settings_cli import flags_of
 
 MIB = 1024 * 1024
 # RLIMIT_DATA above the memory budget: a run estimated just under the budget needs its peak RSS (the
@@ -17,7 +18,8 @@ JOB_MEMORY_HEADROOM_MB = 512
 
 
 class Settings(BaseSettings):
-    """Every knob of lstm-serve. Each field is also an environment variable: LSTM_<FIELD NAME>."""
+    """Every knob of lstm-serve. Each field is an environment variable, LSTM_<FIELD NAME>, and (but the token) an
+    lstm-serve flag generated from the field (service/__main__.py, training/settings_cli.py)."""
 
     model_config = SettingsConfigDict(env_prefix="LSTM_", extra="ignore")
 
@@ -149,3 +151,9 @@ class Settings(BaseSettings):
         if token is not None and not token.get_secret_value().strip():
             raise ValueError("LSTM_API_TOKEN is set but empty; unset it (loopback-only management) or set a secret")
         return token
+
+
+# The command line of lstm-serve and lstm-worker: every setting is a flag (--store for store_dir, as
+# lstm-train's), but the token: a command line is visible to every user of the machine in ps, so
+# LSTM_API_TOKEN stays an environment variable only.
+FLAGS = flags_of(Settings, {"store_dir": "store"}, skip=("api_token",))

@@ -5,6 +5,7 @@ Only uvicorn's public API is used: Config, Server and Server.run(sockets=...).
 
 from __future__ import annotations
 
+import functools
 import signal
 import socket
 from collections.abc import Awaitable, Callable
@@ -12,18 +13,35 @@ from typing import Any
 
 import uvicorn
 
-APP = "service.app:app_from_env"  # the factory: every process reads its settings from LSTM_* itself
+from service.config import Settings
+
 STARTUP_FAILURE = 3  # uvicorn's exit status when the application's startup fails
 
 
-def serve(sock: socket.socket, options: dict[str, Any], on_started: Callable[[], Awaitable[None]] | None = None) -> int:
-    """Serve the app on `sock` until SIGTERM or SIGINT has drained it; the exit status: 0, or 3 if it never started.
+def _app(settings: Settings) -> Any:
+    """The app factory, importing the app only here: it brings torch and FastAPI, which the supervisor never needs."""
+    from service.app import create_app
+
+    return create_app(settings)
+
+
+def serve(
+    sock: socket.socket,
+    settings: Settings,
+    options: dict[str, Any],
+    on_started: Callable[[], Awaitable[None]] | None = None,
+) -> int:
+    """Serve create_app(settings) on `sock` until SIGTERM or SIGINT has drained it; the exit status: 0, or 3 if it
+    never started.
 
     `on_started` is awaited once the server accepts connections (uvicorn's callback_notify: first at its first
     tick after startup, then every `timeout_notify` seconds).
     """
     notify: dict[str, Any] = {} if on_started is None else {"callback_notify": on_started, "timeout_notify": 3600}
-    server = uvicorn.Server(uvicorn.Config(APP, factory=True, **options, **notify))
+    # uvicorn calls the factory inside server.run, after the signal handlers below are set (a SIGTERM during the
+    # slow import still drains), and reports a failure there as its startup failure.
+    app = functools.partial(_app, settings)
+    server = uvicorn.Server(uvicorn.Config(app, factory=True, **options, **notify))
     # uvicorn drains on SIGTERM/SIGINT, then restores the handlers it found and raises the signal again for
     # them. With the defaults that kills the drained process (status -15). With the server's own handler
     # there, the signal just asks an already stopped server to stop, and the process exits 0; and a signal

@@ -11,15 +11,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import signal
 import sys
 from collections.abc import Sequence
 
-from service.config import Settings
+from service.config import FLAGS, Settings
 from service.job_runner import JobRunner, RunnerSettings, running
 from service.jobs import JobStore
 from service.logs import configure
+from training.settings_cli import add_flags, settings_from
 
 log = logging.getLogger("service.lstm_worker")
 
@@ -27,10 +27,14 @@ log = logging.getLogger("service.lstm_worker")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lstm-worker",
-        description="Run the training jobs queued in a store (POST /train of any lstm-serve on it). Every "
-        "setting is an LSTM_ environment variable (LSTM_JOB_*, see the README); flags override them.",
+        description="Run the training jobs queued in a store (POST /train of any lstm-serve on it). It takes "
+        "lstm-serve's settings, as flags or LSTM_ variables (LSTM_JOB_* are the ones it uses, see the README); "
+        "a flag given overrides its variable.",
     )
-    parser.add_argument("--store", help="model store folder whose job queue to run (LSTM_STORE_DIR)")
+    add_flags(parser, Settings, FLAGS)
+    # lstm-serve --workers N hands its resolved settings to its job runner as JSON on stdin (not the command
+    # line, which every user sees in ps); not for people.
+    parser.add_argument("--settings-on-stdin", action="store_true", help=argparse.SUPPRESS)
     return parser
 
 
@@ -54,14 +58,20 @@ async def run(settings: Settings) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.store is not None:
-        os.environ["LSTM_STORE_DIR"] = args.store
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.settings_on_stdin:
+        try:
+            settings = Settings.model_validate_json(sys.stdin.buffer.read())  # the values as given: no env read
+        except ValueError as exc:
+            print(f"lstm-worker: error: settings on stdin: {exc}", file=sys.stderr)
+            return 2
+    else:
+        settings = settings_from(Settings, parser, args, FLAGS)  # a bad value: exit 2
     try:
-        settings = Settings()
         configure(settings.log_level, settings.log_format)
-    except ValueError as exc:
-        print(f"lstm-worker: error: {exc}", file=sys.stderr)
+    except ValueError as exc:  # logging names no such level
+        print(f"lstm-worker: error: LSTM_LOG_LEVEL {settings.log_level!r}: {exc}", file=sys.stderr)
         return 2
     return asyncio.run(run(settings))
 

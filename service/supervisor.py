@@ -46,8 +46,9 @@ from multiprocessing.connection import Connection, wait
 from types import FrameType
 from typing import Any, Protocol
 
+from service.config import Settings
 from service.http_server import STARTUP_FAILURE, serve
-from service.logs import LogFormat, configure
+from service.logs import configure
 from service.sockets import worker_socket
 
 log = logging.getLogger("service.supervisor")
@@ -106,7 +107,7 @@ class Child(Protocol):
 class CommandProcess:
     """A child that runs a command (the job runner), with what the supervisor uses of a multiprocessing worker."""
 
-    def __init__(self, command: list[str], name: str, supervisor: int) -> None:
+    def __init__(self, command: list[str], name: str, supervisor: int, stdin: bytes = b"") -> None:
         self.name = name
         prctl = _libc_prctl()  # bound before the fork: the child only calls it
 
@@ -116,8 +117,11 @@ class CommandProcess:
             if os.getppid() != supervisor:  # it died before prctl: no signal will come
                 os._exit(1)
 
-        self._popen = subprocess.Popen(command, preexec_fn=die_with_supervisor)
+        self._popen = subprocess.Popen(command, stdin=subprocess.PIPE, preexec_fn=die_with_supervisor)
         self.pid: int | None = self._popen.pid
+        assert self._popen.stdin is not None
+        with contextlib.suppress(BrokenPipeError), self._popen.stdin:  # it may die before it reads: the restart logs it
+            self._popen.stdin.write(stdin)
         self.sentinel: int | None = None  # a pidfd, readable once the child has exited; else the TICK notices
         with contextlib.suppress(AttributeError, OSError):
             self.sentinel = os.pidfd_open(self._popen.pid)
@@ -150,8 +154,16 @@ def _libc_prctl() -> Any:
 
 
 def runner_command() -> list[str]:
-    """The job-runner process of lstm-serve --workers N: lstm-worker on the same store and settings (LSTM_*)."""
-    return [sys.executable, "-m", "service.lstm_worker"]
+    """The job-runner process of lstm-serve --workers N: lstm-worker, reading the resolved settings from stdin."""
+    return [sys.executable, "-m", "service.lstm_worker", "--settings-on-stdin"]
+
+
+def runner_settings(settings: Settings) -> bytes:
+    """What the job runner reads on stdin: lstm-serve's resolved settings as JSON, its own runner on.
+
+    On stdin, not the command line (every user sees that in ps) nor copied into LSTM_ variables; without the
+    token, which a runner never needs (pydantic writes a SecretStr as stars)."""
+    return settings.model_copy(update={"job_runner": True}).model_dump_json(exclude={"api_token"}).encode()
 
 
 @dataclass(frozen=True)
@@ -162,14 +174,13 @@ class WorkerSpec:
     port: int
     supervisor: int  # pid of the process the worker must not outlive
     options: dict[str, Any]  # uvicorn.Config keyword arguments
-    log_level: str
-    log_format: LogFormat
+    settings: Settings  # resolved by lstm-serve (flags over LSTM_ variables, --workers auto worked out)
 
 
 def worker_main(spec: WorkerSpec, ready: Connection) -> None:
     """A worker process: die with the supervisor, listen on a socket of its own, serve until drained."""
     die_with(spec.supervisor)  # first, before anything that can take time
-    configure(spec.log_level, spec.log_format)
+    configure(spec.settings.log_level, spec.settings.log_format)
     try:
         sock = worker_socket(spec.host, spec.port)
     except OSError as exc:
@@ -181,7 +192,7 @@ def worker_main(spec: WorkerSpec, ready: Connection) -> None:
             ready.send_bytes(READY)
             ready.close()
 
-    sys.exit(serve(sock, spec.options, on_started=started))
+    sys.exit(serve(sock, spec.settings, spec.options, on_started=started))
 
 
 def _send(process: Child, signum: int) -> None:
@@ -273,7 +284,9 @@ class Supervisor:
 
     def _start(self, slot: Slot) -> None:
         if slot.command is not None:
-            runner = CommandProcess(slot.command, "lstm-serve-job-runner", self.spec.supervisor)
+            runner = CommandProcess(
+                slot.command, "lstm-serve-job-runner", self.spec.supervisor, runner_settings(self.spec.settings)
+            )
             slot.process, slot.started_at, slot.restart_at, slot.ever_ready = runner, time.monotonic(), None, True
             log.info("the job runner started (pid %s)", runner.pid)
             return

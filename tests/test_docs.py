@@ -10,8 +10,11 @@ import json
 import re
 from pathlib import Path
 
+import service.__main__
+import service.config
+import training.__main__
 from service.config import Settings
-from training.config import PRESETS
+from training.config import BOUNDS, PRESETS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -76,6 +79,26 @@ def test_readme_settings_table_is_the_settings_class_with_its_defaults() -> None
         if table[name] != shown_default(name)
     }
     assert wrong == {}, "(the table says, the code says)"
+
+
+def test_every_setting_but_the_token_is_an_lstm_serve_flag_with_its_variable_as_twin() -> None:
+    flags = {flag.field: (flag.option, flag.env) for flag in service.config.FLAGS}
+    assert sorted(set(Settings.model_fields) - set(flags)) == ["api_token"]
+    assert flags["store_dir"] == ("--store", "LSTM_STORE_DIR")
+    assert all(env == f"LSTM_{name.upper()}" for name, (_, env) in flags.items())
+    options = {option for action in service.__main__.build_parser()._actions for option in action.option_strings}
+    assert {"--store", "--host", "--port", "--workers", "--torch-threads", "--no-batching"} <= options
+
+
+def test_training_flag_table_is_generated_from_the_fields() -> None:
+    # The table of docs/training.md, from its header to the blank line after it; regenerate it with flag_table().
+    doc = (ROOT / "docs" / "training.md").read_text()
+    start = doc.index("| flag | twin | default | meaning |")
+    table = doc[start : doc.index("\n\n", start) + 1]
+    assert table == training.__main__.flag_table()
+    for name, bound in BOUNDS.items():
+        assert f"| `--{name.replace('_', '-')}` | `LSTM_{name.upper()}` |" in table
+        assert f"; {bound.describe()} |" in table
 
 
 def test_a_default_written_in_prose_is_the_code_default() -> None:

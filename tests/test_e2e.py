@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -29,10 +29,13 @@ pytestmark = pytest.mark.slow
 Server = harness.ServeProcess  # a real lstm-serve: url, port, process, log
 
 
-def start_server(root: Path, log: Path, workers: int = 1, port: int | None = None, **env: str) -> Server:
-    """A ready lstm-serve on `root` with this process's environment, quick store polling and a quiet log, plus `env`."""
+def start_server(
+    root: Path, log: Path, workers: int = 1, port: int | None = None, flags: Sequence[str] = (), **env: str
+) -> Server:
+    """A ready lstm-serve on `root` with this process's environment, quick store polling and a quiet log, plus `env`
+    and `flags`."""
     environment = os.environ | {"LSTM_POLL_INTERVAL": "0.2", "LSTM_LOG_LEVEL": "warning"} | env
-    return harness.start_lstm_serve(root, log, workers=workers, port=port, env=environment)
+    return harness.start_lstm_serve(root, log, workers=workers, port=port, args=flags, env=environment)
 
 
 def stop(server: Server) -> int:

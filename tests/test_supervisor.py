@@ -127,6 +127,32 @@ def test_a_worker_that_does_not_drain_is_killed_after_the_drain_timeout(
     assert f"(pid {pids[0]}) still runs after the drain timeout; killing it" in server.log.read_text()
 
 
+def test_a_setting_given_only_as_a_flag_reaches_every_worker_without_the_environment(
+    store: model_store.ModelStore, tmp_path: Path
+) -> None:
+    # The resolved Settings travel in WorkerSpec: no worker's environment holds an LSTM_ variable lstm-serve set.
+    server = start_server(store.root, tmp_path / "serve.log", workers=2, flags=["--max-body-bytes", "2048"])
+    pids = workers_of(server)
+    try:
+        assert len(pids) == 2
+        for pid in pids:
+            names = {entry.split(b"=", 1)[0] for entry in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")}
+            assert not names & {b"LSTM_MAX_BODY_BYTES", b"LSTM_WORKERS", b"LSTM_STORE_DIR", b"LSTM_PORT"}
+        # 16 connections open at once: the kernel spreads them over both workers, and each says 413 above 2048.
+        clients = [httpx.Client(base_url=server.url, timeout=30) for _ in range(16)]
+        try:
+            assert {client.get("/readyz").status_code for client in clients} == {200}  # each keeps its connection
+            assert wait_for(lambda: len([n for n in connections_by_worker(server, "01").values() if n]) == 2)
+            assert {client.post("/predict", content=b" " * 4096).status_code for client in clients} == {413}
+        finally:
+            for client in clients:
+                client.close()
+        assert httpx.post(f"{server.url}/predict", content=b" " * 1024, timeout=30).status_code != 413
+    finally:
+        stop(server)
+        kill_all(pids)
+
+
 def test_a_worker_killed_9_is_replaced_and_serves_again(store: model_store.ModelStore, tmp_path: Path) -> None:
     server = start_server(store.root, tmp_path / "serve.log", workers=2)
     try:
@@ -247,12 +273,18 @@ def test_an_open_event_stream_ends_at_sigterm_and_does_not_hold_up_the_drain(
     assert "graceful shutdown exceeded" not in server.log.read_text()
 
 
-# Loaded by every interpreter that PYTHONPATH reaches; it breaks only the workers' settings, so the
-# supervisor starts and each worker's app factory fails, as a worker whose start-up fails would.
+# Loaded by every interpreter that PYTHONPATH reaches; it breaks only the workers' app factory (the workers get
+# their settings from lstm-serve, not from the environment), so the supervisor starts and each worker fails, as
+# a worker whose start-up fails would.
 BREAK_WORKERS = """
-import os, sys
+import sys
 if "--multiprocessing-fork" in sys.argv:
-    os.environ["LSTM_BATCH_MAX_SIZE"] = "0"
+    import service.app
+
+    def create_app(settings):
+        raise ValueError("this worker's app cannot be built")
+
+    service.app.create_app = create_app
 """
 
 

@@ -10,7 +10,17 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from training.config import BOUNDS, PRESET_NAMES, PRESETS, Bound, ParamError, PresetName, TrainConfig, preset
+from training.config import (
+    BOUNDS,
+    PRESET_NAMES,
+    PRESETS,
+    Bound,
+    ParamError,
+    PresetName,
+    TrainConfig,
+    TrainParams,
+    preset,
+)
 
 if TYPE_CHECKING:
     from training.evaluate import WARMUP, evaluate
@@ -50,6 +60,7 @@ __all__ = [
     "PresetName",
     "Promote",
     "TrainConfig",
+    "TrainParams",
     "TrainResult",
     "TrainingError",
     "check_parity",

@@ -15,53 +15,111 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import Field, create_model
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from tqdm import tqdm
 
 import model_store
-from training.config import BOUNDS, PRESET_NAMES, ParamError, preset
+from training.config import BOUNDS, PRESETS, Bound, ParamError, PresetName, preset
 from training.data import DatasetError, load_dataset
 from training.memory import DEFAULT_BUDGET_MB, MemoryBudgetError, check_budget
-from training.train import PROMOTE_CHOICES, TrainingError, TrainResult, run
+from training.settings_cli import (
+    Flag,
+    Switch,
+    add_flags,
+    bounds_text,
+    default_text,
+    flags_of,
+    number_text,
+    settings_from,
+)
+from training.train import Promote, TrainingError, TrainResult, run
 
 DEFAULT_STORE = "model-store"
-# Each flag's environment twin where it is not LSTM_<DEST>: --store is LSTM_STORE_DIR, as for lstm-serve;
-# the thread count and the memory budget are the trainer's own, apart from lstm-serve's LSTM_TORCH_THREADS
-# and LSTM_JOB_MEMORY_BUDGET_MB.
-TWIN_NAMES = {
-    "store": "LSTM_STORE_DIR",
-    "torch_threads": "LSTM_TRAIN_TORCH_THREADS",
-    "memory_budget_mb": "LSTM_TRAIN_MEMORY_BUDGET_MB",
-}
-BOOLEAN_FLAGS = ("json", "no_progress", "progress_jsonl", "exit_with_parent")
-TRUE, FALSE = ("true", "1"), ("false", "0")
 # How torch reports an allocation that failed (under the job runner's memory limit, or a full machine).
 OUT_OF_MEMORY = ("can't allocate memory", "Cannot allocate memory", "DefaultCPUAllocator")
 
 
+class TrainSettings(BaseSettings):
+    """lstm-train's own options; each is a flag (settings_cli) and an LSTM_ environment twin.
+
+    The field names are the twins' (LSTM_STORE_DIR, as for lstm-serve; LSTM_TRAIN_TORCH_THREADS and
+    LSTM_TRAIN_MEMORY_BUDGET_MB apart from lstm-serve's LSTM_TORCH_THREADS and LSTM_JOB_MEMORY_BUDGET_MB);
+    FLAG_NAMES gives the flags that are named otherwise. The hyper-parameters are added from TrainConfig.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="LSTM_", extra="ignore")
+
+    preset: PresetName = Field("robust", description="the preset the hyper-parameters start from")
+    store_dir: Path = Field(Path(DEFAULT_STORE), description="store folder (the same variable as lstm-serve's)")
+    model: str = Field("lstm", description="model name")
+    promote: Promote = Field(
+        "if_better",
+        description="point the production alias at the new version: never, if_better (its worst-case held-out MSE "
+        "is not worse than the serving version's, or nothing serves yet) or always",
+    )
+    report: Path | None = Field(None, description="also write the report picture here")
+    print_json: Switch = Field(False, validation_alias="LSTM_JSON", description="print the result as one JSON object")
+    no_progress: Switch = Field(False, description="hide the progress bar")
+    progress_jsonl: Switch = Field(
+        False,
+        description="machine output for job runners: JSON lines on stdout (progress events, then a result or error)",
+    )
+    exit_with_parent: Switch = Field(
+        False,
+        description="exit at once if the parent process dies (job runners use it so no training outlives the service)",
+    )
+    dataset: Path | None = Field(
+        None,
+        description="train on your own data: an .npz with float arrays 'inputs' and 'targets' shaped (seq, batch, 1); "
+        "the last fifth of the sequences is held out for its metrics",
+    )
+    train_torch_threads: int | None = Field(
+        None,
+        ge=1,
+        description="torch threads for training (not lstm-serve's LSTM_TORCH_THREADS); unset: the CPU budget's "
+        "cores when they are idle at start, else 1 (docs/training.md, threads; changes float rounding, see README)",
+    )
+    train_memory_budget_mb: float = Field(
+        DEFAULT_BUDGET_MB,
+        ge=0,
+        description="refuse to start when the run's estimated peak memory is over this many MiB (0: no check)",
+    )
+
+
+def _hyper_parameter(bound: Bound) -> tuple[Any, Any]:
+    """A hyper-parameter as an lstm-train setting: unset keeps the preset's value; TrainConfig checks the bound."""
+    kind: Any = bound.kind
+    return kind | None, Field(None, description=bound.help)
+
+
+HYPER_PARAMETERS: dict[str, Any] = {name: _hyper_parameter(bound) for name, bound in BOUNDS.items()}
+# TrainSettings and one optional field per hyper-parameter (its flag --hidden-size, its twin LSTM_HIDDEN_SIZE).
+COMMAND: type[TrainSettings] = create_model(
+    "TrainCommandSettings",
+    __base__=TrainSettings,
+    **HYPER_PARAMETERS,
+)
+FLAG_NAMES = {
+    "store_dir": "store",
+    "print_json": "json",
+    "train_torch_threads": "torch_threads",
+    "train_memory_budget_mb": "memory_budget_mb",
+}
+FLAGS = flags_of(COMMAND, FLAG_NAMES)
+BOOLEAN_FLAGS = tuple(flag.dest for flag in FLAGS if COMMAND.model_fields[flag.field].annotation is bool)
+
+
 def twin(dest: str) -> str:
     """The environment variable that sets the flag stored in `dest`."""
-    return TWIN_NAMES.get(dest, f"LSTM_{dest.upper()}")
+    return next(flag.env for flag in FLAGS if flag.dest == dest)
 
 
-def _env(name: str, default: str | None = None) -> str | None:
-    """The value of the environment twin of the flag stored in `name`."""
-    return os.environ.get(twin(name), default)
-
-
-class UsageError(ValueError):
-    """An environment twin with a value its flag would not accept."""
-
-
-def _env_flag(name: str) -> bool:
-    """A boolean flag's twin: true/1 or false/0 (any case); unset is false."""
-    value = _env(name)
-    if value is None:
-        return False
-    if value.strip().lower() in TRUE:
-        return True
-    if value.strip().lower() in FALSE:
-        return False
-    raise UsageError(f"{twin(name)}={value!r}: expected true, false, 1 or 0")
+def _help(flag: Flag, field: FieldInfo) -> str | None:
+    """The hyper-parameters' help: meaning and bound (their default is the preset's); the rest: generated."""
+    bound = BOUNDS.get(flag.field)
+    return None if bound is None else f"{bound.help}; {bound.describe()} ({flag.env})"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,63 +129,30 @@ def build_parser() -> argparse.ArgumentParser:
         "Every flag has an environment twin, listed in docs/training.md: --hidden-size is LSTM_HIDDEN_SIZE, "
         "--json is LSTM_JSON (true/false/1/0), --store is LSTM_STORE_DIR; a flag given overrides its twin.",
     )
-    parser.add_argument("--preset", choices=PRESET_NAMES, default=_env("preset", "robust"), help="default: robust")
-    parser.add_argument("--store", default=_env("store_dir", DEFAULT_STORE), help="store folder (default: %(default)s)")
-    parser.add_argument("--model", default=_env("model", "lstm"), help="model name (default: %(default)s)")
-    parser.add_argument(
-        "--promote",
-        choices=PROMOTE_CHOICES,
-        default=_env("promote", "if_better"),
-        help="point the production alias at the new version: never, if_better (its worst-case held-out MSE "
-        "is not worse than the serving version's, or nothing serves yet) or always (default: %(default)s)",
-    )
-    parser.add_argument("--report", type=Path, default=_env("report"), help="also write the report picture here")
-    parser.add_argument("--json", action="store_true", default=None, help="print the result as one JSON object")
-    parser.add_argument("--no-progress", action="store_true", default=None, help="hide the progress bar")
-    parser.add_argument(
-        "--progress-jsonl",
-        action="store_true",
-        default=None,
-        help="machine output for job runners: JSON lines on stdout (progress events, then a result or error)",
-    )
-    parser.add_argument(
-        "--exit-with-parent",
-        action="store_true",
-        default=None,
-        help="exit at once if the parent process dies (job runners use it so no training outlives the service)",
-    )
-    parser.add_argument(
-        "--dataset",
-        type=Path,
-        default=_env("dataset"),
-        help="train on your own data: an .npz with float arrays 'inputs' and 'targets' shaped (seq, batch, 1); "
-        "the last fifth of the sequences is held out for its metrics",
-    )
-    parser.add_argument(
-        "--torch-threads",
-        type=int,
-        default=_env("torch_threads"),
-        help="torch threads for training (default: the CPU budget's cores when they are idle at start, else 1; "
-        "see docs/training.md; changes float rounding, see README)",
-    )
-    parser.add_argument(
-        "--memory-budget-mb",
-        type=float,
-        default=_env("memory_budget_mb", str(DEFAULT_BUDGET_MB)),
-        help="refuse to start when the run's estimated peak memory is over this many MiB (0: no check; "
-        "default: %(default)s)",
-    )
+    add_flags(parser, COMMAND, [flag for flag in FLAGS if flag.field not in BOUNDS])
     group = parser.add_argument_group("hyper-parameters (default: the preset's value)")
-    for name, bound in BOUNDS.items():
-        group.add_argument(
-            f"--{name.replace('_', '-')}",
-            dest=name,
-            type=bound.kind,
-            default=_env(name),
-            metavar=bound.kind.__name__.upper(),
-            help=f"{bound.help}; {bound.describe()}",
-        )
+    add_flags(group, COMMAND, [flag for flag in FLAGS if flag.field in BOUNDS], help_for=_help)
     return parser
+
+
+def flag_table() -> str:
+    """docs/training.md's table of flags, generated from the Fields (tests/test_docs.py compares the two)."""
+    lines = ["| flag | twin | default | meaning |", "| --- | --- | --- | --- |"]
+    for flag in FLAGS:
+        field = COMMAND.model_fields[flag.field]
+        bound = BOUNDS.get(flag.field)
+        if bound is None:
+            default, meaning = (
+                default_text(field),
+                f"{field.description}{'; ' + bounds_text(field) if bounds_text(field) else ''}",
+            )
+        else:
+            default = ", ".join(
+                f"{name} {number_text(getattr(config, flag.field))}" for name, config in PRESETS.items()
+            )
+            meaning = f"{bound.help}; {bound.describe()}"
+        lines.append(f"| `{flag.option}` | `{flag.env}` | {default} | {meaning} |")
+    return "\n".join(lines) + "\n"
 
 
 def summarize(result: TrainResult) -> dict[str, Any]:
@@ -180,16 +205,10 @@ class JsonLines:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The flags, each unset one taken from its environment twin."""
+    """The flags, each unset one taken from its environment twin (by pydantic-settings); exit 2 on a bad value."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        for name in BOOLEAN_FLAGS:
-            if getattr(args, name) is None:
-                setattr(args, name, _env_flag(name))
-    except UsageError as exc:
-        parser.error(str(exc))
-    return args
+    settings = settings_from(COMMAND, parser, parser.parse_args(argv), FLAGS)
+    return argparse.Namespace(**{flag.dest: getattr(settings, flag.field) for flag in FLAGS})
 
 
 def memory_limit() -> str:
@@ -237,9 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lstm-train: error: {message}", file=sys.stderr)
         return status
 
-    overrides = {
-        name: bound.kind(getattr(args, name)) for name, bound in BOUNDS.items() if getattr(args, name) is not None
-    }
+    overrides = {name: getattr(args, name) for name in BOUNDS if getattr(args, name) is not None}
     try:
         config = preset(args.preset).with_overrides(overrides)
         model_store.check_name(args.model)

@@ -1,57 +1,89 @@
-"""Training hyper-parameters: one dataclass, their documented bounds, and the two presets."""
+"""Training hyper-parameters: one frozen pydantic model whose Fields carry each bound, and the two presets.
+
+The Fields are the single source of every bound and description: `check_params` and its messages,
+lstm-train's flags and their environment twins (training.settings_cli), the optional `TrainParams` that
+POST /train validates, and the tables in docs/training.md are all derived from them.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import annotated_types
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
 
 PresetName = Literal["robust", "tutorial"]
 PRESET_NAMES: tuple[PresetName, ...] = ("robust", "tutorial")
 
 
-@dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(BaseModel):
     """Everything that decides what a training run does; with the seed, enough to reproduce it."""
 
-    preset: PresetName = "robust"
-    hidden_size: int = 32
-    num_layers: int = 2
-    lr: float = 1e-2
-    lr_min: float = 1e-5
-    max_epochs: int = 2500
-    target_loss: float = 0.0
-    seed: int = 0
-    batch_size: int = 128
-    seq_len: int = 64
-    short_batch_size: int = 1024
-    short_seq_len: int = 12
-    short_weight: float = 4.0
-    step_min: float = 0.04
-    step_max: float = 1.05
-    grad_clip: float = 1.0
-    time_limit: float = 3600.0
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    preset: PresetName = Field("robust", description="the recipe the other values start from")
+    hidden_size: int = Field(32, ge=1, le=512, description="LSTM hidden units per layer")
+    num_layers: int = Field(2, ge=1, le=4, description="stacked LSTM layers")
+    lr: float = Field(1e-2, ge=1e-6, le=1.0, description="Adam learning rate (peak of the cosine schedule for robust)")
+    lr_min: float = Field(1e-5, ge=0.0, le=1.0, description="floor of the cosine learning-rate schedule (robust)")
+    max_epochs: int = Field(
+        2500, ge=1, le=100_000, description="optimizer steps; the tutorial preset's full-batch epochs"
+    )
+    target_loss: float = Field(
+        0.0, ge=0.0, le=10.0, description="stop as soon as the training loss is below this (0: never)"
+    )
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="seeds weights and data; same seed, same model (see README)")
+    batch_size: int = Field(128, ge=1, le=4096, description="long random sequences per step (robust)")
+    seq_len: int = Field(64, ge=4, le=2048, description="length of the long sequences (robust)")
+    short_batch_size: int = Field(1024, ge=0, le=8192, description="short random sequences per step (robust; 0: none)")
+    short_seq_len: int = Field(12, ge=4, le=256, description="length of the short sequences (robust)")
+    short_weight: float = Field(4.0, ge=0.0, le=100.0, description="weight of the short sequences' loss (robust)")
+    step_min: float = Field(0.04, ge=0.001, le=3.14, description="smallest sampling step of the training sines, rad")
+    step_max: float = Field(1.05, ge=0.001, le=3.14, description="largest sampling step of the training sines, rad")
+    grad_clip: float = Field(1.0, ge=0.0, le=1000.0, description="gradient-norm clip (0: off)")
+    time_limit: float = Field(
+        3600.0, ge=1.0, le=86_400.0, description="wall-clock limit in seconds; hitting it breaks determinism"
+    )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return self.model_dump()
 
     def with_overrides(self, overrides: dict[str, Any]) -> TrainConfig:
         """A copy with `overrides` applied after checking each against its bounds."""
         check_params(overrides)
         # JSON gives 32.0 for 32: integer parameters are stored as int.
-        config = replace(self, **{name: BOUNDS[name].kind(value) for name, value in overrides.items()})
+        config = self.model_copy(update={name: BOUNDS[name].kind(value) for name, value in overrides.items()})
         if config.step_min > config.step_max:
             raise ParamError(f"step_min={config.step_min} must not exceed step_max={config.step_max}")
         return config
 
 
+def limits(field: FieldInfo) -> tuple[Any, Any]:
+    """The ge= and le= of a Field, as written."""
+    low = next(m.ge for m in field.metadata if isinstance(m, annotated_types.Ge))
+    high = next(m.le for m in field.metadata if isinstance(m, annotated_types.Le))
+    return low, high
+
+
 @dataclass(frozen=True)
 class Bound:
-    """The accepted range of one hyper-parameter and what it means."""
+    """The accepted range of one hyper-parameter and what it means, as its Field declares them."""
 
     kind: type
     low: float
     high: float
     help: str
+
+    @classmethod
+    def of(cls, field: FieldInfo) -> Bound:
+        """The bound a Field declares with ge= and le=."""
+        low, high = limits(field)
+        kind: Any = field.annotation
+        assert kind in (int, float) and field.description is not None, field
+        return cls(kind, float(low), float(high), field.description)
 
     def describe(self) -> str:
         """The range as text, integers without exponents."""
@@ -60,24 +92,9 @@ class Bound:
         return f"{self.low:g} to {self.high:g}"
 
 
-# Every hyper-parameter a user may set (flags and, later, the HTTP API), with its range.
+# Every hyper-parameter a user may set (lstm-train's flags, POST /train's params), with its range.
 BOUNDS: dict[str, Bound] = {
-    "hidden_size": Bound(int, 1, 512, "LSTM hidden units per layer"),
-    "num_layers": Bound(int, 1, 4, "stacked LSTM layers"),
-    "lr": Bound(float, 1e-6, 1.0, "Adam learning rate (peak of the cosine schedule for robust)"),
-    "lr_min": Bound(float, 0.0, 1.0, "floor of the cosine learning-rate schedule (robust)"),
-    "max_epochs": Bound(int, 1, 100_000, "optimizer steps; the tutorial preset's full-batch epochs"),
-    "target_loss": Bound(float, 0.0, 10.0, "stop as soon as the training loss is below this (0: never)"),
-    "seed": Bound(int, 0, 2**31 - 1, "seeds weights and data; same seed, same model (see README)"),
-    "batch_size": Bound(int, 1, 4096, "long random sequences per step (robust)"),
-    "seq_len": Bound(int, 4, 2048, "length of the long sequences (robust)"),
-    "short_batch_size": Bound(int, 0, 8192, "short random sequences per step (robust; 0: none)"),
-    "short_seq_len": Bound(int, 4, 256, "length of the short sequences (robust)"),
-    "short_weight": Bound(float, 0.0, 100.0, "weight of the short sequences' loss (robust)"),
-    "step_min": Bound(float, 0.001, 3.14, "smallest sampling step of the training sines, rad"),
-    "step_max": Bound(float, 0.001, 3.14, "largest sampling step of the training sines, rad"),
-    "grad_clip": Bound(float, 0.0, 1000.0, "gradient-norm clip (0: off)"),
-    "time_limit": Bound(float, 1.0, 86_400.0, "wall-clock limit in seconds; hitting it breaks determinism"),
+    name: Bound.of(field) for name, field in TrainConfig.model_fields.items() if name != "preset"
 }
 
 
@@ -87,10 +104,9 @@ class ParamError(ValueError):
 
 def check_params(params: dict[str, Any]) -> None:
     """Raise ParamError unless every entry is a known hyper-parameter within its bounds."""
-    known = {f.name for f in fields(TrainConfig)} - {"preset"}
     for name, value in params.items():
-        if name not in known:
-            raise ParamError(f"unknown hyper-parameter {name!r}; expected one of {sorted(known)}")
+        if name not in BOUNDS:
+            raise ParamError(f"unknown hyper-parameter {name!r}; expected one of {sorted(BOUNDS)}")
         bound = BOUNDS[name]
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ParamError(f"{name} must be a number, got {value!r}")
@@ -98,6 +114,45 @@ def check_params(params: dict[str, Any]) -> None:
             raise ParamError(f"{name} must be an integer, got {value!r}")
         if not bound.low <= value <= bound.high:
             raise ParamError(f"{name}={value!r} is out of bounds: expected {name} from {bound.describe()}")
+
+
+class ParamOverrides(BaseModel):
+    """What TrainParams adds to its generated fields: check_params' messages, and the overrides given."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _within_bounds(cls, data: Any) -> Any:
+        # The same messages as lstm-train's (what the tests and clients match); not a dict: pydantic says so.
+        if isinstance(data, dict):
+            try:
+                check_params(data)
+            except ParamError as exc:
+                raise PydanticCustomError("hyper_parameter", str(exc)) from None
+        return data
+
+    def given(self) -> dict[str, Any]:
+        """The hyper-parameters that were set, by name."""
+        return self.model_dump(exclude_unset=True)
+
+
+def _optional(field: FieldInfo) -> tuple[Any, Any]:
+    """`field` as an optional override: its type or None, the same bounds and description, unset by default."""
+    low, high = limits(field)
+    kind: Any = field.annotation
+    return kind | None, Field(None, ge=low, le=high, description=field.description)
+
+
+if TYPE_CHECKING:
+    TrainParams = ParamOverrides  # for mypy; the class below has one optional field per hyper-parameter
+else:
+    TrainParams = create_model(
+        "TrainParams",
+        __base__=ParamOverrides,
+        __doc__="Hyper-parameter overrides of a preset, each within its bounds; unset ones keep the preset's.",
+        **{name: _optional(TrainConfig.model_fields[name]) for name in BOUNDS},
+    )
 
 
 PRESETS: dict[PresetName, TrainConfig] = {

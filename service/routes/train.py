@@ -25,7 +25,7 @@ from service.jobs import Job
 from service.responses import json_response
 from service.schemas import DEFAULT_MODEL, error_responses
 from service.tensors import nested_to_array, parse_json_object
-from training.config import BOUNDS, ParamError, preset
+from training.config import BOUNDS, ParamError, TrainParams, preset
 from training.memory import MemoryBudgetError, check_budget
 
 router = APIRouter(prefix="/train", tags=["training"])
@@ -41,8 +41,8 @@ class TrainRequest(BaseModel):
 
     model: str = Field(DEFAULT_MODEL, pattern=model_store.NAME_PATTERN, description="model name")
     preset: Literal["robust", "tutorial"] = Field("robust", description="the starting hyper-parameters")
-    params: dict[str, Any] = Field(
-        default_factory=dict,
+    params: TrainParams = Field(
+        default_factory=TrainParams,
         description="hyper-parameter overrides: "
         + ", ".join(f"{name} ({bound.describe()})" for name, bound in BOUNDS.items()),
     )
@@ -87,7 +87,7 @@ def _dataset_arrays(dataset: dict[str, Any], limit: int) -> tuple[np.ndarray, np
 def _submit(settings: Settings, jobs: JobQueue, request: TrainRequest) -> Job:
     """Validate, queue, and store the dataset beside the job (blocking: runs in a thread)."""
     try:
-        config = preset(request.preset).with_overrides(request.params)
+        config = preset(request.preset).with_overrides(request.params.given())
     except ParamError as exc:
         raise InvalidInputError(str(exc)) from None
     arrays = None
