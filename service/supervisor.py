@@ -1,5 +1,6 @@
-"""lstm-serve --workers N: our supervisor. It holds the address, runs the workers, restarts those that die,
-drains them on SIGTERM, and takes them with it when it dies, however it dies.
+"""The supervisor of lstm-serve --workers N: holds the address, runs the workers and the job runner.
+
+It restarts those that die, drains them on SIGTERM, and takes them with it when it dies, however it dies.
 
 Why our own: uvicorn's Multiprocess shares one listening socket between its workers, which lets one
 worker take every connection opened at once (service/sockets.py); a socket per worker was only to be had
