@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -70,49 +71,46 @@ def test_flags_override_twins_and_twins_override_defaults(monkeypatch: pytest.Mo
 
 
 @pytest.mark.parametrize(
-    ("argv", "env", "message"),
+    ("command", "argv", "env", "message"),
     [
-        (["--size", "9"], {}, "argument --size: Input should be less than or equal to 8, got '9'"),
-        ([], {"EX_SIZE": "0"}, "EX_SIZE='0': Input should be greater than or equal to 1"),
-        ([], {"EX_VERBOSE": "yes"}, "EX_VERBOSE='yes': expected true, false, 1 or 0"),
-        ([], {"EX_OTHER_NAME": "x"}, "EX_OTHER_NAME='x': Input should be a valid integer"),
-        (["--mode", "medium"], {}, "argument --mode: invalid choice: 'medium'"),
+        (parse, ["--size", "9"], {}, "argument --size: Input should be less than or equal to 8, got '9'"),
+        (parse, [], {"EX_SIZE": "0"}, "EX_SIZE='0': Input should be greater than or equal to 1"),
+        (parse, [], {"EX_VERBOSE": "yes"}, "EX_VERBOSE='yes': expected true, false, 1 or 0"),
+        (parse, [], {"EX_OTHER_NAME": "x"}, "EX_OTHER_NAME='x': Input should be a valid integer"),
+        (parse, ["--mode", "medium"], {}, "argument --mode: invalid choice: 'medium'"),
+        (
+            service.__main__.main,
+            ["--port", "70000"],
+            {},
+            "argument --port: Input should be less than or equal to 65535, got '70000'",
+        ),
+        (
+            service.__main__.main,
+            [],
+            {"LSTM_TORCH_THREADS": "0"},
+            "LSTM_TORCH_THREADS='0': Input should be greater than or equal to 1",
+        ),
+        (
+            service.__main__.main,
+            [],
+            {"LSTM_WORKERS": "0"},
+            "LSTM_WORKERS='0': Input should be greater than or equal to 1 or",
+        ),
     ],
 )
 def test_a_bad_flag_or_twin_exits_2_naming_it_and_the_bound(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
+    command: Callable[[list[str]], object],
     argv: list[str],
     env: dict[str, str],
     message: str,
 ) -> None:
+    """For a model of this test's and for lstm-serve's Settings alike."""
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(SystemExit) as exit_info:
-        parse(argv)
-    assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
-
-
-@pytest.mark.parametrize(
-    ("argv", "env", "message"),
-    [
-        (["--port", "70000"], {}, "argument --port: Input should be less than or equal to 65535, got '70000'"),
-        ([], {"LSTM_TORCH_THREADS": "0"}, "LSTM_TORCH_THREADS='0': Input should be greater than or equal to 1"),
-        ([], {"LSTM_WORKERS": "0"}, "LSTM_WORKERS='0': Input should be greater than or equal to 1 or"),
-    ],
-)
-def test_lstm_serve_exits_2_on_a_setting_out_of_its_bounds(
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    argv: list[str],
-    env: dict[str, str],
-    message: str,
-) -> None:
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    with pytest.raises(SystemExit) as exit_info:
-        service.__main__.main(argv)
+        command(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
 
