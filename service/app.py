@@ -140,5 +140,8 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
 
 def app_from_env() -> FastAPI:
     """A uvicorn factory for running the app by name (`uvicorn --factory service.app:app_from_env`): settings from
-    LSTM_* environment variables. lstm-serve builds its Settings from flags and variables and passes them itself."""
+        LSTM_* environment variables. lstm-serve builds its Settings from flags and variables and passes them itself.
+
+    Run so with several worker processes, set LSTM_JOB_RUNNER=false and run one `lstm-worker` beside them: else
+    each process runs a job runner of its own."""
     return create_app(Settings())

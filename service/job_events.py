@@ -136,5 +136,7 @@ class JobEvents:
             self._trouble.ok()
             for job_id, job in found.items():
                 for subscription in self._subscribers.get(job_id, ()):
-                    if subscription.latest is None or subscription.latest.public() != job.public():
+                    latest = subscription.latest
+                    # A read that began before the stream's first snapshot may end after it: never step back.
+                    if latest is None or (job.stage() >= latest.stage() and job.public() != latest.public()):
                         subscription.offer(job)

@@ -7,7 +7,7 @@ import logging
 import model_store
 from service import metrics
 from service.conditions import Condition
-from service.jobs import JobStore
+from service.job_queue import JobQueue
 
 log = logging.getLogger("service.job_gauges")
 
@@ -15,7 +15,7 @@ log = logging.getLogger("service.job_gauges")
 class JobGauges:
     """Publishes the job counts per state, and whether the job database can be read."""
 
-    def __init__(self, jobs: JobStore) -> None:
+    def __init__(self, jobs: JobQueue) -> None:
         self.jobs = jobs
         self.jobs_trouble = Condition(log, "cannot read the training-job database for /metrics")
 

@@ -150,6 +150,10 @@ class Job:
     def finished(self) -> bool:
         return self.status in FINISHED
 
+    def stage(self) -> tuple[int, int]:
+        """How far the job has come (queued, running, finished; then its epoch): a later read is never less."""
+        return (2 if self.finished else 1 if self.status == RUNNING else 0), self.epoch
+
     def public(self) -> dict[str, Any]:
         """The job as the API shows it."""
         shown: dict[str, Any] = {

@@ -15,13 +15,20 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from service.config import FLAGS, Settings
+from service.config import FLAGS as SERVE_FLAGS
+from service.config import Settings
 from service.job_runner import JobRunner, RunnerSettings, running
 from service.jobs import JobStore
 from service.logs import configure
 from training.settings_cli import add_flags, settings_from
 
 log = logging.getLogger("service.lstm_worker")
+# lstm-serve's flags that a runner uses: the store, the jobs' settings and the log's.
+FLAGS = [
+    flag
+    for flag in SERVE_FLAGS
+    if flag.field != "job_runner" and (flag.field == "store_dir" or flag.field.startswith(("job_", "log_")))
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.settings_on_stdin:
         try:
-            settings = Settings.model_validate_json(sys.stdin.buffer.read())  # the values as given: no env read
+            settings = Settings.model_validate_json(sys.stdin.buffer.read())  # the supervisor strips LSTM_ variables
         except ValueError as exc:
             print(f"lstm-worker: error: settings on stdin: {exc}", file=sys.stderr)
             return 2

@@ -118,7 +118,9 @@ class CommandProcess:
             if os.getppid() != supervisor:  # it died before prctl: no signal will come
                 os._exit(1)
 
-        self._popen = subprocess.Popen(command, stdin=subprocess.PIPE, preexec_fn=die_with_supervisor)
+        # Its settings come on stdin alone: pydantic-settings would fill a field missing there from an LSTM_ variable.
+        environment = {key: value for key, value in os.environ.items() if not key.startswith("LSTM_")}
+        self._popen = subprocess.Popen(command, stdin=subprocess.PIPE, env=environment, preexec_fn=die_with_supervisor)
         self.pid: int | None = self._popen.pid
         assert self._popen.stdin is not None
         with contextlib.suppress(BrokenPipeError), self._popen.stdin:  # it may die before it reads: the restart logs it
