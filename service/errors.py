@@ -41,6 +41,14 @@ class BusyError(ServiceError):
     """A queue is full; try again later."""
 
 
+class SequenceStateError(ConflictError):
+    """A sequence request that does not fit the state of its sequence (not live, expired, on another version)."""
+
+
+class SequenceLostError(NotReadyError):
+    """The process that held a sequence's state is gone; the sequence must start again."""
+
+
 # Checked in order: the first class the exception is an instance of decides the status. A version that
 # exists but cannot be served (fails verification, or its files are damaged) conflicts with the request
 # that names it: 409. A damaged model (its alias file or folder) and a failing file system are the

@@ -36,6 +36,7 @@ class InferRequest:
     tensor: npt.NDArray[np.float32]  # C-contiguous, writable, shape (seq, batch, input_size)
     output_binary: bool
     output_names: tuple[str, ...]  # empty means all outputs
+    parameters: dict[str, Any]  # the request-level parameters as sent (e.g. sequence_id, sequence_start)
 
 
 def parse_header_length(value: str | None) -> int | None:
@@ -105,7 +106,12 @@ def decode_infer_request(body: bytes, header_length: int | None, *, input_size: 
             )
         tensor = _json_tensor(spec.get("data"), name, shape, count)
     return InferRequest(
-        id=request_id, input_name=name, tensor=tensor, output_binary=output_binary, output_names=output_names
+        id=request_id,
+        input_name=name,
+        tensor=tensor,
+        output_binary=output_binary,
+        output_names=output_names,
+        parameters=request_parameters,
     )
 
 
