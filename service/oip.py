@@ -12,19 +12,17 @@ import numpy.typing as npt
 import orjson
 
 from service.errors import InvalidInputError, PayloadTooLargeError
+from service.oip_header import OUTPUT_NAME, RequestedOutput, validate_header
 from service.tensors import brief, check_finite, flatten, json_kind, numbers_to_float32, parse_json_object
 
 HEADER_LENGTH_HEADER: Final = "Inference-Header-Content-Length"
-OUTPUT_NAME: Final = "output"
 JSON_CONTENT_TYPE: Final = "application/json"
 BINARY_CONTENT_TYPE: Final = "application/octet-stream"
 
 # Explicit little-endian: the binary extension fixes the byte order whatever the host's is.
 _DTYPES: Final[dict[str, np.dtype[Any]]] = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
-_ACCEPTED_DATATYPES: Final = " or ".join(_DTYPES)
 _UNSUPPORTED_PARAMETERS: Final = ("shared_memory_region", "classification")
 _HEADER_LENGTH_PATTERN: Final = re.compile(r"\s*(-?[0-9]{1,19})\s*")
-MAX_NAME_CHARS: Final = 256
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: comparing ndarrays with == is elementwise, not a bool
@@ -53,45 +51,25 @@ def parse_header_length(value: str | None) -> int | None:
 
 def decode_infer_request(body: bytes, header_length: int | None, *, input_size: int, max_elements: int) -> InferRequest:
     """Parse and validate a V2 inference request; every problem raises InvalidInputError or PayloadTooLargeError."""
-    header, binary = _split_body(body, header_length)
-    request = parse_json_object(header)
-    request_id = request.get("id")
-    if request_id is not None and not isinstance(request_id, str):
-        raise InvalidInputError(f"request 'id' is {json_kind(request_id)} but a string was expected")
-    request_parameters = _parameters(request.get("parameters"), "request")
-
-    inputs = request.get("inputs")
-    if not isinstance(inputs, list) or not inputs:
-        raise InvalidInputError(
-            f"request 'inputs' is {'an empty list' if inputs == [] else json_kind(inputs)} "
-            "but a non-empty list of input tensor objects was expected"
-        )
-    if len(inputs) != 1:
-        raise InvalidInputError(f"request has {len(inputs)} inputs but the model takes exactly 1 input tensor")
-    spec = inputs[0]
-    if not isinstance(spec, dict):
-        raise InvalidInputError(f"request input is {json_kind(spec)} but a JSON object was expected")
-    name = spec.get("name")
-    if not isinstance(name, str):
-        raise InvalidInputError(f"input 'name' is {json_kind(name)} but a string was expected")
-    if len(name) > MAX_NAME_CHARS:  # it is quoted in every later message: keep those small
-        raise InvalidInputError(f"input 'name' has {len(name)} characters but at most {MAX_NAME_CHARS} were expected")
-    datatype = spec.get("datatype")
-    if not isinstance(datatype, str) or datatype not in _DTYPES:
-        raise InvalidInputError(f"input {name!r} datatype is {_shown(datatype)} but {_ACCEPTED_DATATYPES} was expected")
+    header_bytes, binary = _split_body(body, header_length)
+    raw = parse_json_object(header_bytes)
+    header = validate_header(raw, input_size)  # structure and JSON types; what follows needs the model or sizes
+    spec = header.inputs[0]
+    name, datatype = spec.name, spec.datatype
     dtype = _DTYPES[datatype]
-    shape = _shape(spec.get("shape"), name, input_size)
+    shape = _shape(spec.shape, name, input_size)
     count = math.prod(shape)  # Python ints: no overflow, and nothing is allocated from it yet
     if count > max_elements:
         raise PayloadTooLargeError(
             f"input {name!r} has shape {shape} = {count} elements but at most {max_elements} are accepted"
         )
-    input_parameters = _parameters(spec.get("parameters"), f"input {name!r}")
+    request_parameters = header.parameters or {}
+    input_parameters = spec.parameters or {}
     _reject_unsupported(input_parameters, f"input {name!r}")
-    output_binary, output_names = _requested_outputs(request.get("outputs"), request_parameters)
+    output_binary, output_names = _requested_outputs(header.outputs, request_parameters)
 
     if "binary_data_size" in input_parameters:
-        if spec.get("data") is not None:
+        if spec.data is not None:
             raise InvalidInputError(
                 f"input {name!r} has both 'data' and parameters.binary_data_size but exactly one of them was expected"
             )
@@ -104,9 +82,9 @@ def decode_infer_request(body: bytes, header_length: int | None, *, input_size: 
                 f"the body has {len(binary)} bytes after the {header_length}-byte JSON header but no input declares "
                 "parameters.binary_data_size; binary data is expected only for an input that declares its size"
             )
-        tensor = _json_tensor(spec.get("data"), name, shape, count)
+        tensor = _json_tensor(raw["inputs"][0].get("data"), name, shape, count)
     return InferRequest(
-        id=request_id,
+        id=header.id,
         input_name=name,
         tensor=tensor,
         output_binary=output_binary,
@@ -160,14 +138,6 @@ def _shown(value: object) -> str:
     return "missing or null" if value is None else brief(value)
 
 
-def _parameters(value: object, where: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise InvalidInputError(f"{where} 'parameters' is {json_kind(value)} but a JSON object was expected")
-    return value
-
-
 def _reject_unsupported(parameters: dict[str, Any], where: str) -> None:
     for key in _UNSUPPORTED_PARAMETERS:
         if key in parameters:
@@ -177,14 +147,10 @@ def _reject_unsupported(parameters: dict[str, Any], where: str) -> None:
             )
 
 
-def _shape(value: object, name: str, input_size: int) -> list[int]:
+def _shape(value: list[int], name: str, input_size: int) -> list[int]:
     expected = f"3 dimensions (seq, batch, {input_size})"
-    if not isinstance(value, list):
-        raise InvalidInputError(f"input {name!r} shape is {_shown(value)} but a list of {expected} was expected")
     if len(value) != 3:
         raise InvalidInputError(f"input {name!r} has shape {brief(value)} but {expected} were expected")
-    if not all(isinstance(dim, int) and not isinstance(dim, bool) for dim in value):
-        raise InvalidInputError(f"input {name!r} has shape {brief(value)} but integer dimensions were expected")
     if not all(dim > 0 for dim in value):
         raise InvalidInputError(
             f"input {name!r} has shape {value} but every dimension must be positive: {expected}, seq and batch > 0"
@@ -196,29 +162,25 @@ def _shape(value: object, name: str, input_size: int) -> list[int]:
     return value
 
 
-def _requested_outputs(outputs: object, request_parameters: dict[str, Any]) -> tuple[bool, tuple[str, ...]]:
+def _requested_outputs(
+    outputs: list[RequestedOutput] | None, request_parameters: dict[str, Any]
+) -> tuple[bool, tuple[str, ...]]:
     binary = request_parameters.get("binary_data_output", False)
     if not isinstance(binary, bool):
         raise InvalidInputError(
             f"request parameter 'binary_data_output' is {json_kind(binary)} but a boolean was expected"
         )
-    if outputs is None:
-        return binary, ()
-    if not isinstance(outputs, list):
-        raise InvalidInputError(f"request 'outputs' is {json_kind(outputs)} but a list of output objects was expected")
     names: list[str] = []
-    for item in outputs:
-        if not isinstance(item, dict):
-            raise InvalidInputError(f"a requested output is {json_kind(item)} but a JSON object was expected")
-        name = item.get("name")
+    for item in outputs or ():
+        name = item.name
         if name != OUTPUT_NAME:
             raise InvalidInputError(
-                f"requested output {_shown(name)} does not exist; the model has one output named {OUTPUT_NAME!r}"
+                f"requested output {brief(name)} does not exist; the model has one output named {OUTPUT_NAME!r}"
             )
         if name in names:
             raise InvalidInputError(f"output {name!r} is requested twice but each output may be requested once")
         names.append(name)
-        parameters = _parameters(item.get("parameters"), f"requested output {name!r}")
+        parameters = item.parameters or {}
         _reject_unsupported(parameters, f"requested output {name!r}")
         # Per the binary extension, an output's own binary_data overrides the request-wide binary_data_output.
         if "binary_data" in parameters:

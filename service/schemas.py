@@ -1,7 +1,8 @@
 """Pydantic models of the JSON envelopes the routes answer, and the error body every 4xx/5xx carries.
 
 Tensors are not validated through these: /predict and OIP inference parse and encode them with orjson and
-numpy, and the models here only document those bodies for OpenAPI.
+numpy, and the answer models here document those bodies for OpenAPI. The OIP request header has models
+that validate it too: service/oip_header.py.
 """
 
 from __future__ import annotations
@@ -125,33 +126,6 @@ class ModelMetadata(BaseModel):
     platform: str
     inputs: list[TensorMetadata]
     outputs: list[TensorMetadata]
-
-
-class InferInput(BaseModel):
-    """One input tensor of an OIP request; `data` is read by numpy, not validated here."""
-
-    name: str
-    shape: list[int]
-    datatype: Literal["FP32", "FP64"]
-    parameters: dict[str, Any] | None = Field(None, description="binary_data_size with the binary extension")
-    data: list[Any] | None = Field(None, description="the numbers, flat or nested as `shape`")
-
-
-class RequestedOutput(BaseModel):
-    """An output an OIP request asks for."""
-
-    name: str
-    parameters: dict[str, Any] | None = Field(None, description="binary_data: true for raw bytes")
-
-
-class InferRequestHeader(BaseModel):
-    """The JSON of an OIP inference request (the header, with the binary extension). Documents the body:
-    service/oip.py checks it by hand so that each problem gets its own message, and tensors stay on numpy."""
-
-    id: str | None = None
-    parameters: dict[str, Any] | None = Field(None, description="binary_data_output: true for raw output bytes")
-    inputs: list[InferInput] = Field(min_length=1, max_length=1)
-    outputs: list[RequestedOutput] | None = None
 
 
 class InferOutput(BaseModel):

@@ -287,6 +287,28 @@ BAD_REQUESTS = [
     # requested outputs
     bad("outputs-not-a-list", json_body(outputs={"name": "output"}), InvalidInputError, "'outputs' is an object"),
     bad("output-unknown", json_body(outputs=[{"name": "y"}]), InvalidInputError, "'y' does not exist"),
+    bad("output-name-a-number", json_body(outputs=[{"name": 5}]), InvalidInputError, "output 5 does not exist"),
+    bad("output-not-an-object", json_body(outputs=[3]), InvalidInputError, "output is a number (3) but a JSON object"),
+    bad(
+        "output-parameters-not-an-object",
+        json_body(outputs=[{"name": "output", "parameters": [1]}]),
+        InvalidInputError,
+        "output 'output' 'parameters' is a list but a JSON object",
+    ),
+    bad(
+        "input-parameters-not-an-object",
+        json_body(make_input(parameters="size")),
+        InvalidInputError,
+        "input 'input' 'parameters' is a string ('size') but a JSON object",
+    ),
+    bad(
+        "name-too-long",
+        json_body(make_input(name="x" * 300)),
+        InvalidInputError,
+        "input 'name' has 300 characters but at most 256",
+    ),
+    bad("name-a-number", json_body(make_input(name=5)), InvalidInputError, "'name' is a number (5) but a string"),
+    bad("shape-of-strings", json_body(make_input(shape=["6", 1, 1])), InvalidInputError, "integer dimensions"),
     bad("output-twice", json_body(outputs=[{"name": "output"}] * 2), InvalidInputError, "requested twice"),
     bad(
         "output-binary-not-bool",

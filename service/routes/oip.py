@@ -9,9 +9,9 @@ from fastapi import APIRouter, Request, Response
 from service.dataplane import DataPlane, parse_version
 from service.deps import DataPlaneDep
 from service.oip import HEADER_LENGTH_HEADER, decode_infer_request, encode_infer_response, parse_header_length
+from service.oip_header import InferRequestHeader
 from service.schemas import (
     ErrorBody,
-    InferRequestHeader,
     InferResponseHeader,
     ModelMetadata,
     ModelReady,
@@ -26,8 +26,8 @@ router = APIRouter(prefix="/v2", tags=["open inference protocol"], responses=err
 MODEL_ERRORS = error_responses(404, 409)  # an unknown model or version, a damaged version
 INFER_ERRORS = error_responses(400, 404, 409)  # and a body that ended early, a version that fails verification
 
-# The body is decoded by service/oip.py (orjson + numpy, each problem with its own message), not by pydantic;
-# the model documents it.
+# The body is decoded by service/oip.py: orjson, then the header's pydantic model (service/oip_header.py),
+# then numpy for the tensor; FastAPI does not parse it, so the schema is given here.
 INFER_BODY: dict[str, Any] = {
     "required": True,
     "description": "an OIP inference request (JSON), or with Inference-Header-Content-Length a JSON header "
