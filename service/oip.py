@@ -13,7 +13,7 @@ import orjson
 
 from service.errors import InvalidInputError, PayloadTooLargeError
 from service.oip_header import OUTPUT_NAME, RequestedOutput, validate_header
-from service.tensors import brief, check_finite, flatten, json_kind, numbers_to_float32, parse_json_object
+from service.tensors import brief, check_finite, flatten, json_kind, numbers_to_float32, parse_json_object, shown
 
 HEADER_LENGTH_HEADER: Final = "Inference-Header-Content-Length"
 JSON_CONTENT_TYPE: Final = "application/json"
@@ -52,8 +52,8 @@ def parse_header_length(value: str | None) -> int | None:
 def decode_infer_request(body: bytes, header_length: int | None, *, input_size: int, max_elements: int) -> InferRequest:
     """Parse and validate a V2 inference request; every problem raises InvalidInputError or PayloadTooLargeError."""
     header_bytes, binary = _split_body(body, header_length)
-    raw = parse_json_object(header_bytes)
-    header = validate_header(raw, input_size)  # structure and JSON types; what follows needs the model or sizes
+    # The header's structure and JSON types; what follows needs the model or sizes.
+    header = validate_header(parse_json_object(header_bytes), input_size)
     spec = header.inputs[0]
     name, datatype = spec.name, spec.datatype
     dtype = _DTYPES[datatype]
@@ -82,7 +82,7 @@ def decode_infer_request(body: bytes, header_length: int | None, *, input_size: 
                 f"the body has {len(binary)} bytes after the {header_length}-byte JSON header but no input declares "
                 "parameters.binary_data_size; binary data is expected only for an input that declares its size"
             )
-        tensor = _json_tensor(raw["inputs"][0].get("data"), name, shape, count)
+        tensor = _json_tensor(spec.data, name, shape, count)
     return InferRequest(
         id=header.id,
         input_name=name,
@@ -132,10 +132,6 @@ def _split_body(body: bytes, header_length: int | None) -> tuple[memoryview, mem
             "a length no larger than the body was expected"
         )
     return view[:header_length], view[header_length:]
-
-
-def _shown(value: object) -> str:
-    return "missing or null" if value is None else brief(value)
 
 
 def _reject_unsupported(parameters: dict[str, Any], where: str) -> None:
@@ -205,7 +201,7 @@ def _binary_tensor(
 ) -> npt.NDArray[np.float32]:
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise InvalidInputError(
-            f"input {name!r} has parameters.binary_data_size {_shown(size)} but a non-negative byte count was expected"
+            f"input {name!r} has parameters.binary_data_size {shown(size)} but a non-negative byte count was expected"
         )
     if header_length is None:
         raise InvalidInputError(

@@ -8,17 +8,18 @@ size, binary byte counts, output names, limits) is checked there after validatio
 
 from __future__ import annotations
 
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation, ValidationError
 from pydantic_core import ErrorDetails
 
 from service.errors import InvalidInputError
-from service.tensors import brief, json_kind
+from service.tensors import brief, json_kind, shown
 
 MAX_NAME_CHARS: Final = 256
 OUTPUT_NAME: Final = "output"
-DATATYPES: Final = ("FP32", "FP64")
+Datatype = Literal["FP32", "FP64"]
+DATATYPES: Final = get_args(Datatype)
 
 # Strict JSON types; unknown keys are ignored as before (clients such as kserve's add their own).
 _STRICT = ConfigDict(strict=True, extra="ignore")
@@ -30,9 +31,10 @@ class InferInput(BaseModel):
     model_config = _STRICT
 
     name: str = Field(max_length=MAX_NAME_CHARS)  # quoted in every later message: keep those small
-    datatype: Literal["FP32", "FP64"]
+    datatype: Datatype
     shape: list[int]
     parameters: dict[str, Any] | None = Field(None, description="binary_data_size with the binary extension")
+    # Not walked (SkipValidation): the very list the client sent, for numpy to read.
     data: SkipValidation[list[Any] | None] = Field(None, description="the numbers, flat or nested as `shape`")
 
 
@@ -68,10 +70,6 @@ def validate_header(request: dict[str, Any], input_size: int) -> InferRequestHea
         raise InvalidInputError(_sentence(exc.errors()[0], request, input_size)) from None
 
 
-def _shown(value: object) -> str:
-    return "missing or null" if value is None else brief(value)
-
-
 def _input_name(request: dict[str, Any]) -> str:
     """The input's name as sent, for messages about its other fields (already checked to be a string)."""
     inputs = request.get("inputs")
@@ -98,8 +96,8 @@ def _sentence(error: ErrorDetails, request: dict[str, Any], input_size: int) -> 
         case ("inputs",) if kind == "too_long":
             return f"request has {len(request['inputs'])} inputs but the model takes exactly 1 input tensor"
         case ("inputs",):
-            shown = "an empty list" if kind == "too_short" else sent
-            return f"request 'inputs' is {shown} but a non-empty list of input tensor objects was expected"
+            what = "an empty list" if kind == "too_short" else sent
+            return f"request 'inputs' is {what} but a non-empty list of input tensor objects was expected"
         case ("inputs", int()):
             return f"request input is {sent} but a JSON object was expected"
         case ("inputs", int(), "name") if kind == "string_too_long":
@@ -108,10 +106,10 @@ def _sentence(error: ErrorDetails, request: dict[str, Any], input_size: int) -> 
             return f"input 'name' is {sent} but a string was expected"
         case ("inputs", int(), "datatype"):
             accepted = " or ".join(DATATYPES)
-            return f"input {_input_name(request)!r} datatype is {_shown(value)} but {accepted} was expected"
+            return f"input {_input_name(request)!r} datatype is {shown(value)} but {accepted} was expected"
         case ("inputs", int(), "shape"):
             return (
-                f"input {_input_name(request)!r} shape is {_shown(value)} but a list of 3 dimensions "
+                f"input {_input_name(request)!r} shape is {shown(value)} but a list of 3 dimensions "
                 f"(seq, batch, {input_size}) was expected"
             )
         case ("inputs", int(), "shape", int()):
@@ -124,7 +122,7 @@ def _sentence(error: ErrorDetails, request: dict[str, Any], input_size: int) -> 
         case ("outputs", int()):
             return f"a requested output is {sent} but a JSON object was expected"
         case ("outputs", int(), "name"):
-            return f"requested output {_shown(value)} does not exist; the model has one output named {OUTPUT_NAME!r}"
+            return f"requested output {shown(value)} does not exist; the model has one output named {OUTPUT_NAME!r}"
         case ("outputs", int() as index, "parameters"):
             output = _output_name(request, index)
             return f"requested output {output!r} 'parameters' is {sent} but a JSON object was expected"

@@ -27,6 +27,11 @@ _repr.maxlist, _repr.maxdict, _repr.maxstring, _repr.maxother, _repr.maxlevel = 
 brief = _repr.repr
 
 
+def shown(value: object) -> str:
+    """A client value for an error message, saying so when it was missing."""
+    return "missing or null" if value is None else brief(value)
+
+
 def json_kind(value: object) -> str:
     """What a JSON value is, for error messages."""
     if value is None:
