@@ -67,8 +67,12 @@ browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
+# Test files run in parallel (pytest-xdist), each file whole in one process so its module fixtures and its
+# servers are made once; `-n auto` is two processes per core of the CPU budget (tests/conftest.py). PYTEST_ARGS=-n0
+# runs them one by one.
+PYTEST_ARGS ?= -n auto --dist loadfile
 pytest: install browser
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 

@@ -19,6 +19,12 @@ from training import LSTMRegressor, ModelConfig
 SaveTiny = Callable[..., model_store.Manifest]
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto` (make test): two test processes per core of the CPU budget, not of the machine, because most
+    tests spend their time waiting on servers and training processes they started."""
+    return 2 * model_store.cpu_budget().threads
+
+
 def tiny_module(seed: int = 0, hidden_size: int = 4) -> model_store.ScriptModule:
     """A real (untrained) LSTMRegressor, scripted; `seed` makes its weights distinct."""
     torch.manual_seed(seed)

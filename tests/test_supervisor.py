@@ -138,7 +138,9 @@ def test_a_setting_given_only_as_a_flag_reaches_every_worker_without_the_environ
         for pid in pids:
             names = {entry.split(b"=", 1)[0] for entry in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")}
             assert not names & {b"LSTM_MAX_BODY_BYTES", b"LSTM_WORKERS", b"LSTM_STORE_DIR", b"LSTM_PORT"}
-        # 16 connections open at once: the kernel spreads them over both workers, and each says 413 above 2048.
+        # Once both workers listen, 16 connections open at once: the kernel spreads them over both workers, and
+        # each says 413 above 2048. (Under load the second worker may not listen yet when the first answers.)
+        assert wait_for(lambda: sorted(connections_by_worker(server, "0A").values()) == [1, 1])
         clients = [httpx.Client(base_url=server.url, timeout=30) for _ in range(16)]
         try:
             assert {client.get("/readyz").status_code for client in clients} == {200}  # each keeps its connection
