@@ -525,3 +525,48 @@ def test_damaged_sequence_entry_is_a_damaged_version(store: model_store.ModelSto
     path.write_text(json.dumps(raw))
     with pytest.raises(model_store.DamagedModelError, match="not a valid manifest"):
         store.manifest("lstm", manifest.version)
+
+
+@settings(max_examples=20, deadline=None)
+@given(chunking=chunkings(), batching=st.booleans())
+def test_chunked_dataplane_equals_one_shot(
+    tmp_path_factory: pytest.TempPathFactory, chunking: tuple[int, list[int]], batching: bool
+) -> None:
+    store = model_store.ModelStore(tmp_path_factory.mktemp("store"))
+    save_tiny(store, seed=4, stateful=True)
+    length, cuts = chunking
+    x = samples(length, offset=0.5)
+
+    async def main() -> float:
+        components = await open_dataplane(store, sequence_batching=batching)
+        try:
+            got = await run_sequence(components.dataplane, x, cuts, "dp")
+            return float(np.abs(got - await one_shot_dataplane(components.dataplane, x)).max())
+        finally:
+            await components.close()
+
+    assert asyncio.run(main()) <= TOLERANCE
+
+
+def test_chunks_of_one_sequence_sent_at_once_run_in_arrival_order(stateful_store: model_store.ModelStore) -> None:
+    """Chunks queued together on one sequence take its lock in the order they came, whatever the batcher does."""
+
+    async def main() -> float:
+        components = await open_dataplane(stateful_store)
+        dataplane = components.dataplane
+        try:
+            x = samples(30)
+            bounds = [0, 1, 2, 4, 8, 9, 15, 22, 30]
+            chunks = [
+                step(x[a:b], "ordered", start=a == 0, end=b == len(x)) for a, b in zip(bounds, bounds[1:], strict=False)
+            ]
+            # Other sequences at the same time, so batches form.
+            others = [run_sequence(dataplane, samples(30, offset=i), [3, 10], f"other-{i}") for i in range(8)]
+            ordered = asyncio.gather(*(dataplane.sequence_step(chunk) for chunk in chunks))
+            results, _ = await asyncio.gather(ordered, asyncio.gather(*others))
+            got = np.concatenate([out.outputs.reshape(-1) for out in results])
+            return float(np.abs(got - await one_shot_dataplane(dataplane, x)).max())
+        finally:
+            await components.close()
+
+    assert asyncio.run(main()) <= TOLERANCE
