@@ -527,13 +527,12 @@ def test_damaged_sequence_entry_is_a_damaged_version(store: model_store.ModelSto
         store.manifest("lstm", manifest.version)
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(chunking=chunkings(), batching=st.booleans())
 def test_chunked_dataplane_equals_one_shot(
-    tmp_path_factory: pytest.TempPathFactory, chunking: tuple[int, list[int]], batching: bool
+    stateful_store: model_store.ModelStore, chunking: tuple[int, list[int]], batching: bool
 ) -> None:
-    store = model_store.ModelStore(tmp_path_factory.mktemp("store"))
-    save_tiny(store, seed=4, stateful=True)
+    store = stateful_store  # read only: every example may share it
     length, cuts = chunking
     x = samples(length, offset=0.5)
 
