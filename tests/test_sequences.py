@@ -20,7 +20,7 @@ from service import Settings
 from service.components import Components
 from service.dataplane import DataPlane
 from service.errors import BusyError, InvalidInputError, SequenceStateError, SequenceUnsupportedError
-from service.sequence_types import SequenceStep
+from service.sequence_types import SequenceId, SequenceOutput, SequenceRouter, SequenceStep
 from tests.conftest import make_client, save_tiny, tiny_module, wait_for
 from training import LSTMRegressor, ModelConfig, TrainingError, check_sequence_parity, preset, run
 
@@ -577,3 +577,45 @@ def test_models_listing_says_which_versions_serve_sequences(seq_client: TestClie
     assert seq_client.get("/models/lstm/versions/1").json()["sequence"] is None
     sequence = seq_client.get("/models/lstm/versions/2").json()["sequence"]
     assert sequence["method"] == "forward_state" and sequence["hidden_size"] == 6
+
+
+class LoopbackRouter:
+    """A router whose owner is this same data plane: what a multi-worker router does, minus the hop."""
+
+    def __init__(self, dataplane: DataPlane) -> None:
+        self.dataplane = dataplane
+        self.routed: list[SequenceId] = []
+
+    async def step(self, step: SequenceStep) -> SequenceOutput:
+        self.routed.append(step.sequence_id)
+        return await self.dataplane.sequence_step(step, local=True)
+
+    async def end(self, model: str, sequence_id: SequenceId) -> bool:
+        self.routed.append(sequence_id)
+        return await self.dataplane.end_sequence(model, sequence_id, local=True)
+
+
+def test_a_router_gets_every_step_unless_local(stateful_store: model_store.ModelStore) -> None:
+    async def main() -> None:
+        components = await open_dataplane(stateful_store)
+        dataplane = components.dataplane
+        router = LoopbackRouter(dataplane)
+        hook: SequenceRouter = router  # mypy checks it against the protocol
+        dataplane.router = hook
+        try:
+            x = samples(9)
+            got = await run_sequence(dataplane, x, [3, 4], "routed")
+            assert router.routed == ["routed"] * 3
+            assert np.abs(got - await one_shot_dataplane(dataplane, x)).max() <= TOLERANCE
+            await dataplane.sequence_step(step(x, "local", start=True), local=True)
+            assert await dataplane.end_sequence("lstm", "local")
+            assert router.routed == ["routed"] * 3 + ["local"]
+            with pytest.raises(InvalidInputError):  # a malformed chunk is refused before it is routed
+                await dataplane.sequence_step(
+                    SequenceStep("lstm", None, "wide", True, False, np.zeros((2, 2, 1), np.float32))
+                )
+            assert len(router.routed) == 4
+        finally:
+            await components.close()
+
+    asyncio.run(main())
