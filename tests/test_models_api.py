@@ -80,6 +80,9 @@ def test_delete_is_refused_while_aliased(client: TestClient, served_store: model
 
 
 def test_tampered_version_is_never_served(client: TestClient, served_store: model_store.ModelStore) -> None:
+    # With no production alias the newest version serves: pin 2 first, or the poller could load 3 before the
+    # tampering below and the test would see a good version 3 served.
+    served_store.set_alias("lstm", "production", 2)
     save_tiny(served_store, seed=3)
     path = served_store.root / "lstm/versions/3/model.pt"
     data = bytearray(path.read_bytes())
