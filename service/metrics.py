@@ -55,6 +55,12 @@ JOBS_DATABASE_UP = Gauge(
     "lstm_jobs_database_up", "1 while the training-job database can be read, else 0", multiprocess_mode="mostrecent"
 )
 SWAPS = Counter("lstm_model_swaps_total", "times a worker switched the version it serves", ["model"])
+STREAMS_OPEN = Gauge("lstm_streams_open", "open WebSocket streams (one sequence each)", multiprocess_mode="livesum")
+STREAM_CLOSES = Counter(
+    "lstm_stream_closes_total",
+    "WebSocket streams ended, by close code (a refused handshake counts as 4000 + its HTTP status)",
+    ["code"],
+)
 
 
 def render() -> tuple[bytes, str]:
