@@ -21,7 +21,7 @@ import model_store
 from service import metrics
 from service.components import Components
 from service.dataplane import DataPlane, parse_version
-from service.errors import BusyError, ServiceError, status_for
+from service.errors import BusyError, SequenceUnsupportedError, ServiceError, status_for
 from service.responses import error_response
 from service.sequence_types import SequenceStep
 from service.stream_codec import (
@@ -42,7 +42,7 @@ from service.stream_codec import (
 
 log = logging.getLogger("service.stream")
 router = APIRouter(prefix="/v2", tags=["open inference protocol"])
-DomainError = ServiceError | model_store.StoreError
+DomainError = (ServiceError, model_store.StoreError)  # what status_for maps; anything else is a 1011
 NO_STATUS = 1005  # RFC 6455: the peer closed without a code
 
 
@@ -106,6 +106,11 @@ class _Stream:
         try:
             version = None if version_text is None else parse_version(version_text)
             served = await self.dataplane.model_for(self.name, version)
+            if not served.stateful:
+                raise SequenceUnsupportedError(
+                    f"model {served.name!r} version {served.version} was exported before sequence support (it has "
+                    "no state-carrying method), so it cannot stream; stream a version trained by this lstm-service"
+                )
         except DomainError as error:
             return await _refuse(self.websocket, str(error), status_for(error))
         await self.websocket.accept()
@@ -124,7 +129,7 @@ class _Stream:
                 if message.samples is None:
                     return await self._close(NORMAL, "the sequence ended")
                 step = SequenceStep(self.name, version, self.sequence_id, not self.live, message.end, message.samples)
-                output = await self.dataplane.sequence_step(step)
+                output = await self.dataplane.sequence_step(step, local=True)
                 self.live = not message.end
                 self.steps += 1
                 if output.version != served.version:  # a promotion between the handshake and the start
@@ -201,6 +206,6 @@ class _Stream:
             return
         self.live = False
         try:
-            await self.dataplane.end_sequence(self.name, self.sequence_id)
+            await self.dataplane.end_sequence(self.name, self.sequence_id, local=True)
         except Exception as error:  # the close is already decided; a state that stays is expired by idle time
             log.warning("stream %s of model %r: could not end its sequence: %s", self.sequence_id, self.name, error)
