@@ -13,6 +13,7 @@ little-endian float32 both ways (the outputs of a binary reply carry no model or
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -67,8 +68,9 @@ def _closed_error(closed: ConnectionClosed) -> Exception:
 class Stream:
     """An open stream (Client.stream); a context manager whose exit closes it, and so ends its sequence."""
 
-    def __init__(self, connection: ClientConnection, binary: bool) -> None:
+    def __init__(self, connection: ClientConnection, binary: bool, closing: contextlib.ExitStack | None = None) -> None:
         self._connection = connection
+        self._closing = closing or contextlib.ExitStack()
         self.binary = binary
         self.sequence_id: str | None = None  # the server's id for this stream's sequence (from the first text reply)
         self._pending: collections.deque[int] = collections.deque()  # samples per chunk sent, not yet answered
@@ -78,8 +80,11 @@ class Stream:
     @classmethod
     def open(cls, url: str, headers: Mapping[str, str], timeout: float, binary: bool = False) -> Stream:
         """Connect to `url` (ws:// or wss://); a refused handshake raises the client's error for its status."""
+        closing = contextlib.ExitStack()
         try:
-            connection = connect(url, additional_headers=dict(headers), open_timeout=timeout, max_size=None)
+            # Entered as a context manager, as websockets 17.1+ wants (earlier ones connect in connect() itself).
+            opened = connect(url, additional_headers=dict(headers), open_timeout=timeout, max_size=None)
+            connection = closing.enter_context(opened)
         except InvalidStatus as refused:
             response = refused.response
             try:
@@ -87,7 +92,7 @@ class Stream:
             except (ValueError, AttributeError):
                 message = ""
             raise error_for(response.status_code, message or response.reason_phrase) from None
-        return cls(connection, binary)
+        return cls(connection, binary, closing)
 
     def __enter__(self) -> Stream:
         return self
@@ -171,6 +176,7 @@ class Stream:
     def close(self) -> None:
         """Close the connection: the server ends the sequence."""
         self._connection.close()
+        self._closing.close()
 
     @property
     def close_code(self) -> int | None:
