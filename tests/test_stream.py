@@ -13,14 +13,17 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lstm_client import BusyError, Client, ClientError, NotFoundError, StreamClosedError
+from starlette.types import Receive, Scope, Send
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 import model_store
 from benchmarks import harness
+from service import Settings, create_app
 from service.stream_codec import close_reason, decode_text
 from tests.conftest import save_tiny, wait_for
 from tests.test_e2e import Server, start_server, stop
@@ -78,6 +81,19 @@ def one_shot(server: Server, x: np.ndarray, version: int | None = None) -> np.nd
     answer = httpx.post(f"{server.url}/predict", json=body, timeout=TIMEOUT)
     assert answer.status_code == 200, answer.text
     return np.asarray(answer.json()["outputs"], dtype=np.float32).reshape(-1)
+
+
+def one_shot_version(server: Server) -> int:
+    """The version /predict answers with now."""
+    version: int = httpx.post(f"{server.url}/predict", json={"inputs": [[[0.1]]]}, timeout=TIMEOUT).json()["version"]
+    return version
+
+
+def reply_outputs(reply: str | bytes) -> np.ndarray:
+    """A reply's outputs (seq,): binary float32, or the text reply's list."""
+    if isinstance(reply, bytes):
+        return np.frombuffer(reply, dtype="<f4")
+    return np.asarray(json.loads(reply)["outputs"], dtype=np.float32)
 
 
 def chunks_of(x: np.ndarray, cuts: list[int]) -> list[np.ndarray]:
@@ -273,7 +289,7 @@ def test_a_stream_that_cannot_be_served_is_refused_at_the_handshake(
 def test_closes_are_counted_by_code_and_open_streams_return_to_zero(server: Server) -> None:
     before = metric(server, 'lstm_stream_closes_total{code="4422"}')
     with open_stream(server) as ws:
-        wait_for(lambda: metric(server, "lstm_streams_open") >= 1, TIMEOUT)
+        assert wait_for(lambda: metric(server, "lstm_streams_open") >= 1, TIMEOUT)
         ws.send("{}")
         close_of(ws)
     assert wait_for(lambda: metric(server, 'lstm_stream_closes_total{code="4422"}') == before + 1, TIMEOUT)
@@ -287,6 +303,56 @@ def test_a_closed_stream_frees_its_sequence(server: Server) -> None:
         ws.recv(TIMEOUT)
         assert metric(server, "lstm_sequences_live") == before + 1
     assert wait_for(lambda: metric(server, "lstm_sequences_live") == before, TIMEOUT)
+
+
+def test_a_stream_keeps_its_version_across_a_promotion(tmp_path: Path) -> None:
+    """Its own store and server: the promotion must not move the other tests' serving version."""
+    store = model_store.ModelStore(tmp_path / "store")
+    save_tiny(store, seed=1, stateful=True)
+    save_tiny(store, seed=2, stateful=True, hidden_size=6)
+    running = start_server(store.root, tmp_path / "serve.log")
+    try:
+        x = sines(20, 0.2)
+        before = one_shot(running, x)  # version 2 serves
+        with open_stream(running) as ws:
+            ws.send(json.dumps({"samples": x[:8].tolist()}))
+            first = json.loads(ws.recv(TIMEOUT))
+            promoted = httpx.put(f"{running.url}/models/lstm/aliases/production", json={"version": 1}, timeout=TIMEOUT)
+            assert promoted.status_code == 200, promoted.text
+            assert wait_for(
+                lambda: httpx.post(f"{running.url}/predict", json={"inputs": [[[0.1]]]}).json()["version"] == 1
+            )
+            ws.send(json.dumps({"samples": x[8:].tolist()}))
+            last = json.loads(ws.recv(TIMEOUT))
+        assert (first["version"], last["version"]) == (2, 2)
+        streamed = np.asarray(first["outputs"] + last["outputs"], dtype=np.float32)
+        np.testing.assert_allclose(streamed, before, atol=TOLERANCE, rtol=0)
+        with open_stream(running) as ws:  # a new stream starts on the promoted version
+            ws.send(json.dumps({"samples": [0.1]}))
+            assert json.loads(ws.recv(TIMEOUT))["version"] == 1
+    finally:
+        stop(running)
+
+
+def test_streams_on_two_workers_each_equal_one_shot(stream_store: model_store.ModelStore, tmp_path: Path) -> None:
+    """Each stream stays in the worker that accepted its connection; the kernel spreads connections over both."""
+    running = start_server(stream_store.root, tmp_path / "serve.log", workers=2)
+    try:
+        x = sines(30, 0.9)
+        expected = one_shot(running, x)
+        for i in range(6):  # fresh connections, one stream each, interleaved two at a time
+            binary = bool(i % 2)
+            with open_stream(running) as a, open_stream(running) as b:
+                outputs: list[list[np.ndarray]] = [[], []]
+                for chunk in chunks_of(x, [3, 10, 11, 25]):
+                    for ws in (a, b):
+                        ws.send(chunk.astype("<f4").tobytes() if binary else json.dumps({"samples": chunk.tolist()}))
+                    for ws, into in zip((a, b), outputs, strict=True):
+                        into.append(reply_outputs(ws.recv(TIMEOUT)))
+            for streamed in outputs:
+                np.testing.assert_allclose(np.concatenate(streamed), expected, atol=TOLERANCE, rtol=0)
+    finally:
+        stop(running)
 
 
 # ---- limits, idle time and shutdown: servers of their own ----------------------------------------------------
@@ -399,6 +465,24 @@ def test_client_stream_raises_the_servers_errors(server: Server) -> None:
         with client.stream("lstm") as stream, pytest.raises(StreamClosedError) as too_big:
             stream.step(np.full(MAX_BODY, 0.123456789))
         assert too_big.value.code == 1009
+
+
+def test_without_the_denial_extension_a_refusal_is_an_accepted_stream_closed_with_its_code(
+    stream_store: model_store.ModelStore,
+) -> None:
+    """A server that cannot answer a handshake with HTTP (no ASGI websocket.http.response) gets 4000 + status."""
+    app = create_app(Settings(store_dir=stream_store.root, poll_interval=0.05))
+
+    async def without_denial(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            scope = {**scope, "extensions": {}}
+        await app(scope, receive, send)
+
+    with TestClient(without_denial) as client, client.websocket_connect("/v2/models/nope/stream") as ws:
+        error = json.loads(ws.receive_text())
+        assert error == {"error": "model 'nope' not found", "status": 404}
+        closed = ws.receive()
+        assert (closed["code"], closed["reason"]) == (4404, "model 'nope' not found")
 
 
 def test_decode_text_names_the_width_for_wider_models() -> None:

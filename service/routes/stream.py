@@ -154,7 +154,8 @@ class _Stream:
     async def _receive(self) -> Message | None:
         """The next ASGI message, or None when none came within the sequence idle timeout."""
         try:
-            return await asyncio.wait_for(self.websocket.receive(), self.settings.sequence_idle_timeout)
+            async with asyncio.timeout(self.settings.sequence_idle_timeout):  # no task per message, as wait_for makes
+                return await self.websocket.receive()
         except TimeoutError:
             return None
 
