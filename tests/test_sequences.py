@@ -569,3 +569,11 @@ def test_chunks_of_one_sequence_sent_at_once_run_in_arrival_order(stateful_store
             await components.close()
 
     assert asyncio.run(main()) <= TOLERANCE
+
+
+def test_models_listing_says_which_versions_serve_sequences(seq_client: TestClient) -> None:
+    (entry,) = seq_client.get("/models").json()["models"]
+    assert [(v["version"], v["sequences"]) for v in entry["versions"]] == [(1, False), (2, True)]
+    assert seq_client.get("/models/lstm/versions/1").json()["sequence"] is None
+    sequence = seq_client.get("/models/lstm/versions/2").json()["sequence"]
+    assert sequence["method"] == "forward_state" and sequence["hidden_size"] == 6
