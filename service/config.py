@@ -163,7 +163,7 @@ class Settings(BaseSettings):
         1024,
         ge=0,
         description="open WebSocket streams (WS /v2/models/{name}/stream) per worker; the handshake is refused with"
-        " HTTP 429 above",
+        " HTTP 429 above (0: no streams)",
     )
     metrics_dir: Path | None = Field(
         None, description="prometheus multiprocess folder; lstm-serve sets one when --workers > 1"

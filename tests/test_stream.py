@@ -296,6 +296,21 @@ def test_closes_are_counted_by_code_and_open_streams_return_to_zero(server: Serv
     assert wait_for(lambda: metric(server, "lstm_streams_open") == 0, TIMEOUT)
 
 
+def test_a_clients_own_close_code_is_counted_by_kind_not_by_value(server: Server) -> None:
+    """A client may close with any 4xxx code: the metric's labels stay bounded."""
+    before = (
+        metric(server, 'lstm_stream_closes_total{code="other"}'),
+        metric(server, 'lstm_stream_closes_total{code="1000"}'),
+    )
+    with open_stream(server) as ws:
+        ws.close(4999, "my own code")
+    with open_stream(server) as ws:
+        ws.close(1000)
+    assert wait_for(lambda: metric(server, 'lstm_stream_closes_total{code="other"}') == before[0] + 1, TIMEOUT)
+    assert wait_for(lambda: metric(server, 'lstm_stream_closes_total{code="1000"}') == before[1] + 1, TIMEOUT)
+    assert 'code="4999"' not in httpx.get(f"{server.url}/metrics", timeout=TIMEOUT).text
+
+
 def test_a_closed_stream_frees_its_sequence(server: Server) -> None:
     before = metric(server, "lstm_sequences_live")
     with open_stream(server) as ws:

@@ -21,7 +21,7 @@ import model_store
 from service import metrics
 from service.components import Components
 from service.dataplane import DataPlane, parse_version
-from service.errors import BusyError, SequenceUnsupportedError, ServiceError, status_for
+from service.errors import STATUS_BY_ERROR, BusyError, SequenceUnsupportedError, ServiceError, status_for
 from service.responses import error_response
 from service.sequence_types import SequenceStep
 from service.stream_codec import (
@@ -44,6 +44,9 @@ log = logging.getLogger("service.stream")
 router = APIRouter(prefix="/v2", tags=["open inference protocol"])
 DomainError = (ServiceError, model_store.StoreError)  # what status_for maps; anything else is a 1011
 NO_STATUS = 1005  # RFC 6455: the peer closed without a code
+# The metric's code label: RFC 6455's codes and every code this server sends; a client's own 4xxx code is
+# "other", so that no client can make up label values without bound.
+COUNTED_CODES = frozenset(range(1000, 1016)) | {IDLE} | {close_code(status) for _, status in STATUS_BY_ERROR}
 
 
 @router.websocket("/models/{name}/stream")
@@ -73,7 +76,7 @@ async def _serve(websocket: WebSocket, name: str, version_text: str | None) -> N
         finally:
             components.open_streams -= 1
             metrics.STREAMS_OPEN.dec()
-    metrics.STREAM_CLOSES.labels(str(code)).inc()
+    metrics.STREAM_CLOSES.labels(str(code) if code in COUNTED_CODES else "other").inc()
 
 
 async def _refuse(websocket: WebSocket, message: str, status: int) -> int:
