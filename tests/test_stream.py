@@ -447,6 +447,8 @@ def test_client_stream_equals_one_shot_predict(server: Server, binary: bool) -> 
         assert first.outputs.shape == (1, 1) and first.step == 1
         for chunk in (x[1:4], x[4:9].reshape(-1, 1), x[9:15].reshape(-1, 1, 1)):  # (seq,), (seq, 1), (seq, 1, 1)
             stream.send(chunk)
+        with pytest.raises(RuntimeError, match="not read yet"):
+            stream.step(x[15:])  # its reply would come after the three unread ones
         rest = [step.outputs for step in stream]  # the three replies, in order
         last = stream.step(x[15:])
         streamed = np.concatenate([first.outputs, *rest, last.outputs]).reshape(-1)

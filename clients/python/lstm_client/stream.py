@@ -126,6 +126,7 @@ class Stream:
         try:
             data = self._connection.recv(timeout)
         except ConnectionClosed as closed:
+            self._pending.clear()  # nothing more will be answered
             raise self._error or _closed_error(closed) from None
         if isinstance(data, bytes):
             steps = self._pending.popleft() if self._pending else 1
@@ -133,7 +134,8 @@ class Stream:
             outputs = np.frombuffer(data, dtype="<f4").astype(np.float32).reshape(steps, -1)
             return StreamStep(outputs, None, None, self._steps, False)
         reply = json.loads(data)
-        if "error" in reply:
+        if "error" in reply:  # the server closes the stream after it
+            self._pending.clear()
             self._error = error_for(int(reply.get("status", 500)), str(reply["error"]))
             raise self._error
         if self._pending:
@@ -150,12 +152,14 @@ class Stream:
         )
 
     def step(self, samples: Any, end: bool = False, timeout: float | None = None) -> StreamStep:
-        """Send a chunk and wait for its outputs (those of earlier chunks sent with send() come first: read them)."""
+        """Send a chunk and wait for its outputs. Read the outputs of chunks sent with send() first (recv(), or
+        iterate): their replies come before this one's."""
+        if self._pending:
+            raise RuntimeError(
+                f"{len(self._pending)} chunk(s) sent with send() are not read yet; read them (recv() or iterate) first"
+            )
         self.send(samples, end=end)
-        while True:
-            answered = self.recv(timeout)
-            if not self._pending:
-                return answered
+        return self.recv(timeout)
 
     def __iter__(self) -> Iterator[StreamStep]:
         """The outputs of every chunk sent and not yet read, as they come."""
