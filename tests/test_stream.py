@@ -25,7 +25,7 @@ import model_store
 from benchmarks import harness
 from service import Settings, create_app
 from service.stream_codec import close_reason, decode_text
-from tests.conftest import save_tiny, wait_for
+from tests.conftest import make_client, save_tiny, wait_for
 from tests.test_e2e import Server, start_server, stop
 
 pytestmark = pytest.mark.slow
@@ -500,6 +500,20 @@ def test_without_the_denial_extension_a_refusal_is_an_accepted_stream_closed_wit
         assert error == {"error": "model 'nope' not found", "status": 404}
         closed = ws.receive()
         assert (closed["code"], closed["reason"]) == (4404, "model 'nope' not found")
+
+
+def test_a_server_without_a_message_limit_of_its_own_still_closes_an_oversized_message_with_1009(
+    stream_store: model_store.ModelStore,
+) -> None:
+    """TestClient, unlike uvicorn, has no ws_max_size: the route checks LSTM_MAX_BODY_BYTES itself."""
+    with (
+        make_client(stream_store, max_body_bytes=1024) as client,
+        client.websocket_connect("/v2/models/lstm/stream") as ws,
+    ):
+        ws.send_text(json.dumps({"samples": [0.25] * 300}))  # 1,813 characters
+        closed = ws.receive()
+        assert closed["code"] == 1009
+        assert closed["reason"] == "message of 1813 bytes is over the limit of 1024 bytes (LSTM_MAX_BODY_BYTES)"
 
 
 def test_decode_text_names_the_width_for_wider_models() -> None:
