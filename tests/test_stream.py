@@ -516,6 +516,19 @@ def test_a_server_without_a_message_limit_of_its_own_still_closes_an_oversized_m
         assert closed["reason"] == "message of 1813 bytes is over the limit of 1024 bytes (LSTM_MAX_BODY_BYTES)"
 
 
+def test_every_middleware_passes_a_stream_through(stream_store: model_store.ModelStore) -> None:
+    """Request id, metrics, body limit, content type and CORS (on here) each handle HTTP only."""
+    headers = {"x-request-id": "abc", "origin": "http://example.org", "content-type": "text/plain"}
+    with (
+        make_client(stream_store, cors_origins=["http://example.org"]) as client,
+        client.websocket_connect("/v2/models/lstm/stream", headers=headers) as ws,
+    ):
+        ws.send_text(json.dumps({"samples": [0.1, 0.2], "end": True}))
+        reply = json.loads(ws.receive_text())
+        assert (len(reply["outputs"]), reply["version"], reply["end"]) == (2, 2, True)
+        assert ws.receive()["code"] == 1000
+
+
 def test_decode_text_names_the_width_for_wider_models() -> None:
     # Not reachable with the sine models (input size 1), so checked on the codec.
     message = decode_text('{"samples": [[1, 2], [3, 4]]}', input_size=2, max_elements=10)
