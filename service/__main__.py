@@ -62,6 +62,10 @@ def uvicorn_options(settings: Settings, log_config: dict[str, Any]) -> dict[str,
         "limit_concurrency": settings.limit_concurrency,
         "timeout_keep_alive": settings.timeout_keep_alive,
         "server_header": False,
+        # WebSocket streams (routes/stream.py): websockets' sans-I/O implementation, named rather than "auto" so a
+        # missing package fails at start; a message over the body limit is closed with 1009 by uvicorn.
+        "ws": "websockets-sansio",
+        "ws_max_size": settings.max_body_bytes,
     }
 
 

@@ -27,7 +27,7 @@ from service.metrics import MetricsMiddleware
 from service.request_id import HEADER as REQUEST_ID_HEADER
 from service.request_id import RequestIdMiddleware, request_id
 from service.responses import error_response
-from service.routes import health, models, oip, predict, train, ui
+from service.routes import health, models, oip, predict, stream, train, ui
 
 log = logging.getLogger("service.app")
 
@@ -90,6 +90,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.include_router(predict.router)
     app.include_router(oip.router)
+    app.include_router(stream.router)
     app.include_router(models.router)
     app.include_router(train.router)
     app.include_router(health.router)

@@ -29,6 +29,7 @@ class Components:
     jobs: JobQueue
     job_gauges: JobGauges
     job_work: JobWork | None = None  # set by the lifespan (service.job_runner.run_jobs)
+    open_streams: int = 0  # WebSocket streams open in this worker (routes/stream.py, bounded by max_streams)
 
     @classmethod
     async def open(cls, settings: Settings) -> Components:

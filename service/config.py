@@ -159,6 +159,12 @@ class Settings(BaseSettings):
         1_000_000, ge=1, description="largest inline training dataset (inputs elements; 413 above)"
     )
     max_sse_clients: int = Field(64, ge=0, description="concurrent GET /train/{id}/events streams (429 above)")
+    max_streams: int = Field(
+        1024,
+        ge=0,
+        description="open WebSocket streams (WS /v2/models/{name}/stream) per worker; the handshake is refused with"
+        " HTTP 429 above (0: no streams)",
+    )
     metrics_dir: Path | None = Field(
         None, description="prometheus multiprocess folder; lstm-serve sets one when --workers > 1"
     )

@@ -71,6 +71,12 @@ SEQUENCE_BATCH_SIZE = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096),
 )
 SWAPS = Counter("lstm_model_swaps_total", "times a worker switched the version it serves", ["model"])
+STREAMS_OPEN = Gauge("lstm_streams_open", "open WebSocket streams (one sequence each)", multiprocess_mode="livesum")
+STREAM_CLOSES = Counter(
+    "lstm_stream_closes_total",
+    "WebSocket streams ended, by close code (a refused handshake counts as 4000 + its HTTP status)",
+    ["code"],
+)
 
 
 def render() -> tuple[bytes, str]:

@@ -1,4 +1,4 @@
-"""lstm-client: the light Python client of lstm-service and its `lstm` command (httpx and numpy, no torch)."""
+"""lstm-client: the light Python client of lstm-service and its `lstm` command (httpx, numpy, websockets; no torch)."""
 
 from lstm_client.client import FINISHED, Client, Job, Prediction
 from lstm_client.errors import (
@@ -9,7 +9,9 @@ from lstm_client.errors import (
     JobFailedError,
     NotFoundError,
     ServerError,
+    StreamClosedError,
 )
+from lstm_client.stream import Stream, StreamStep
 
 __all__ = [
     "FINISHED",
@@ -23,4 +25,7 @@ __all__ = [
     "NotFoundError",
     "Prediction",
     "ServerError",
+    "Stream",
+    "StreamClosedError",
+    "StreamStep",
 ]

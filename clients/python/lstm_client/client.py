@@ -5,6 +5,8 @@ with Client("http://127.0.0.1:8000", token=None) as client:
     cosines = client.predict(sines)            # (seq, batch, 1) in, (seq, batch, 1) out
     job = client.train(params={"max_epochs": 500})
     job.wait()                                 # progress line; raises JobFailedError on failure
+    with client.stream("lstm") as stream:      # one sequence over a WebSocket; the server keeps the state
+        outputs = stream.step([0.0, 0.1]).outputs  # (2, 1): this chunk's cosines
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 from lstm_client.errors import BusyError, JobFailedError, raise_for
 from lstm_client.progress import Progress
 from lstm_client.sse import events
+from lstm_client.stream import Stream
 
 FINISHED = ("succeeded", "failed", "cancelled")
 # The OIP binary extension's header (KServe V2): the length of the JSON part before the raw tensors.
@@ -124,6 +127,8 @@ class Client:
     def __init__(self, url: str, token: str | None = None, timeout: float = 30.0) -> None:
         headers = {"authorization": f"Bearer {token}"} if token else {}
         self.timeout = timeout
+        self.url = url.rstrip("/")
+        self._headers = headers
         self._http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
 
     def __enter__(self) -> Client:
@@ -188,6 +193,17 @@ class Client:
         shape = meta["outputs"][0]["shape"]
         outputs = np.frombuffer(response.content[length:], dtype="<f4").reshape(shape).astype(np.float32)
         return Prediction(outputs, str(meta["model_name"]), int(meta["model_version"]))
+
+    def stream(self, model: str = "lstm", version: int | str | None = None, binary: bool = False) -> Stream:
+        """A WebSocket stream of one new sequence of `model` (a version, an alias, or None: the serving one).
+
+        The server keeps the LSTM's state between chunks: send each new sample as it comes, and get its output
+        (Stream.step, or send/recv). Closing the stream ends the sequence. `binary`: raw float32 messages.
+        """
+        scheme, rest = self.url.split("://", 1)
+        path = f"/v2/models/{model}" + (f"/versions/{version}" if version is not None else "") + "/stream"
+        url = f"{'wss' if scheme == 'https' else 'ws'}://{rest}{path}"
+        return Stream.open(url, self._headers, self.timeout, binary)
 
     def models(self) -> list[dict[str, Any]]:
         """Every model with its versions, aliases and serving version."""

@@ -36,6 +36,16 @@ class ServerError(ApiError):
     """A 5xx: the service could not answer (no model loaded yet, a refused checkpoint, ...)."""
 
 
+class StreamClosedError(Exception):
+    """A WebSocket stream that the server closed without an error status (1009 too big, 1011 internal error,
+    1012 server restart, 1006 connection lost): its sequence is gone; open a new stream to start again."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"stream closed with code {code}" + (f": {reason}" if reason else ""))
+        self.code = code
+        self.reason = reason
+
+
 class JobFailedError(Exception):
     """A training job that ended failed or cancelled."""
 
@@ -44,16 +54,8 @@ class JobFailedError(Exception):
         self.job = job
 
 
-def raise_for(response: httpx.Response) -> None:
-    """Raise the typed error for an error answer; do nothing for a success."""
-    if response.status_code < 400:
-        return
-    try:
-        body = response.json()
-        message = str(body.get("error", response.text)) if isinstance(body, dict) else response.text
-    except ValueError:
-        message = response.text
-    status = response.status_code
+def error_for(status: int, message: str) -> ApiError:
+    """The typed error for an error status (an HTTP status, or a stream's close code less 4000)."""
     kind: type[ApiError]
     if status == 404:
         kind = NotFoundError
@@ -65,4 +67,16 @@ def raise_for(response: httpx.Response) -> None:
         kind = ClientError
     else:
         kind = ServerError
-    raise kind(status, message)
+    return kind(status, message)
+
+
+def raise_for(response: httpx.Response) -> None:
+    """Raise the typed error for an error answer; do nothing for a success."""
+    if response.status_code < 400:
+        return
+    try:
+        body = response.json()
+        message = str(body.get("error", response.text)) if isinstance(body, dict) else response.text
+    except ValueError:
+        message = response.text
+    raise error_for(response.status_code, message)
