@@ -133,6 +133,17 @@ class Settings(BaseSettings):
         1_000_000, ge=1, description="largest inline training dataset (inputs elements; 413 above)"
     )
     max_sse_clients: int = Field(64, ge=0, description="concurrent GET /train/{id}/events streams (429 above)")
+    sequence_forward_timeout: float = Field(
+        30.0,
+        gt=0,
+        le=600,
+        description="seconds a worker waits for the worker that owns a sequence to answer a step it forwarded "
+        "(--workers N > 1); past it the step is a 503 and the sequence is discarded, as its client cannot know "
+        "whether the step was applied",
+    )
+    sequence_connect_timeout: float = Field(
+        2.0, gt=0, le=60, description="seconds a worker waits to connect to the worker that owns a sequence"
+    )
     metrics_dir: Path | None = Field(
         None, description="prometheus multiprocess folder; lstm-serve sets one when --workers > 1"
     )

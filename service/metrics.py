@@ -54,6 +54,12 @@ DAMAGED = Gauge(
 JOBS_DATABASE_UP = Gauge(
     "lstm_jobs_database_up", "1 while the training-job database can be read, else 0", multiprocess_mode="mostrecent"
 )
+FORWARDED_STEPS = Counter(
+    "lstm_sequence_forwarded_steps_total",
+    "sequence steps a worker forwarded to the worker that owns the sequence (--workers N > 1), by outcome: ok, error "
+    "(the owner's 4xx/5xx), unreachable, lost (the connection broke mid-step), timeout",
+    ["outcome"],
+)
 SWAPS = Counter("lstm_model_swaps_total", "times a worker switched the version it serves", ["model"])
 
 

@@ -1,0 +1,211 @@
+"""Sequences over several workers: the peer wire format, the owner hash, and a real lstm-serve --workers 2 whose
+chunks arrive over fresh connections (forwarded to the owner, exact) and whose owner is killed -9 (a clear 409/503)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+import model_store
+from service.errors import (
+    InvalidInputError,
+    NotReadyError,
+    SequenceLostError,
+    SequenceStateError,
+    ServiceError,
+    status_for,
+)
+from service.peers import Peers, owner_of
+from service.sequence_types import SequenceOutput, SequenceStep
+from service.sequence_wire import (
+    PREFIX,
+    EndRequest,
+    Frame,
+    WireError,
+    answer_of,
+    encode_answer,
+    encode_request,
+    read_frame,
+    request_of,
+)
+
+MAX_BODY = 4 * 1_000_000
+
+
+def read_all(data: bytes, max_body: int = MAX_BODY) -> list[Frame]:
+    """Every frame of `data`, through the reader a connection uses."""
+
+    async def run() -> list[Frame]:
+        reader = asyncio.StreamReader()
+        reader.feed_data(data)
+        reader.feed_eof()
+        frames = []
+        while (frame := await read_frame(reader, max_body)) is not None:
+            frames.append(frame)
+        return frames
+
+    return asyncio.run(run())
+
+
+def raw_frame(header: object, body: bytes = b"") -> bytes:
+    head = orjson.dumps(header)
+    return PREFIX.pack(len(head), len(body)) + head + body
+
+
+# ---- the wire format -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sequence_id", ["sensor-7", 7, 2**62])
+@pytest.mark.parametrize("version", [None, 3, "production"])
+def test_a_step_round_trips_with_its_samples_bit_for_bit(sequence_id: str | int, version: int | str | None) -> None:
+    samples = np.random.default_rng(0).standard_normal((5, 1, 1)).astype(np.float32)
+    step = SequenceStep("lstm", version, sequence_id, start=True, end=False, samples=samples)
+    (frame,) = read_all(encode_request(41, step))
+    request_id, decoded = request_of(frame)
+    assert request_id == 41
+    assert isinstance(decoded, SequenceStep)
+    assert (decoded.model, decoded.version, decoded.sequence_id) == ("lstm", version, sequence_id)
+    assert type(decoded.sequence_id) is type(sequence_id)  # 7 and "7" are different sequences
+    assert (decoded.start, decoded.end) == (True, False)
+    assert decoded.samples.dtype == np.float32 and decoded.samples.shape == (5, 1, 1)
+    assert decoded.samples.tobytes() == samples.tobytes()
+    decoded.samples[0, 0, 0] = 1.0  # a writable array of its own, not a view of the frame's bytes
+
+
+def test_an_end_an_output_and_an_ended_round_trip_on_one_stream() -> None:
+    outputs = np.linspace(-1, 1, 12, dtype=np.float32).reshape(12, 1, 1)
+    data = (
+        encode_request(1, EndRequest("lstm", "a"))
+        + encode_answer(2, SequenceOutput("lstm", 4, "a", outputs))
+        + encode_answer(3, True)
+        + encode_answer(4, False)
+    )
+    end, output, found, missing = read_all(data)
+    assert request_of(end) == (1, EndRequest("lstm", "a"))
+    request_id, answer = answer_of(output)
+    assert request_id == 2 and isinstance(answer, SequenceOutput)
+    assert (answer.model, answer.version, answer.sequence_id) == ("lstm", 4, "a")
+    assert answer.outputs.tobytes() == outputs.tobytes()
+    assert answer_of(found) == (3, True)
+    assert answer_of(missing) == (4, False)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        SequenceStateError("sequence 'a' of model 'lstm' is not live"),
+        SequenceLostError("worker 1 is gone"),
+        InvalidInputError("expected a batch of 1"),
+        NotReadyError("no model is loaded"),
+        model_store.VersionNotFoundError("model 'lstm' has no version 9"),
+        model_store.DamagedVersionError("lstm", "3/manifest.json", "not JSON", 3),
+        model_store.StorageError("storage failure while reading: EIO", 5),
+    ],
+)
+def test_an_error_keeps_its_class_message_and_so_its_status(error: Exception) -> None:
+    (frame,) = read_all(encode_answer(9, error))
+    request_id, answer = answer_of(frame)
+    assert request_id == 9
+    assert type(answer) is type(error)
+    assert str(answer) == str(error)
+    assert status_for(answer) == status_for(error)
+
+
+def test_an_error_of_a_class_not_known_here_is_a_500_with_its_message() -> None:
+    (frame,) = read_all(raw_frame({"kind": "error", "id": 1, "error": "KeyError", "message": "boom"}))
+    _, answer = answer_of(frame)
+    assert type(answer) is ServiceError and str(answer) == "boom" and status_for(answer) == 500
+
+
+def test_a_connection_closed_between_frames_is_the_end_and_inside_one_an_error() -> None:
+    data = encode_request(1, EndRequest("lstm", 5))
+    assert len(read_all(data)) == 1
+    for cut in (1, PREFIX.size, PREFIX.size + 3, len(data) - 1):
+        with pytest.raises(asyncio.IncompleteReadError):
+            read_all(data + data[:cut])
+
+
+STEP = {
+    "kind": "step",
+    "id": 1,
+    "model": "lstm",
+    "version": None,
+    "sequence_id": "a",
+    "start": True,
+    "end": False,
+    "shape": [2, 1, 1],
+}
+TWO_SAMPLES = np.zeros(2, dtype="<f4").tobytes()
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        (struct.pack(">II", 0, 0), "header of 0 bytes"),
+        (struct.pack(">II", 1 << 20, 0), "header of 1048576 bytes"),
+        (struct.pack(">II", 2, MAX_BODY + 1) + b"{}", "body of 4000001 bytes"),
+        (raw_frame(STEP, TWO_SAMPLES[:4]), "body of 4 bytes (expected 8)"),
+        (raw_frame(STEP), "body of 0 bytes (expected 8)"),
+        (raw_frame({**STEP, "shape": [2, 3, 1]}, np.zeros(6, "<f4").tobytes()), "not one of the kinds"),
+        (raw_frame({**STEP, "shape": [0, 1, 1]}), "not one of the kinds"),
+        (raw_frame({**STEP, "sequence_id": ""}, TWO_SAMPLES), "not one of the kinds"),
+        (raw_frame({**STEP, "sequence_id": 0}, TWO_SAMPLES), "not one of the kinds"),
+        (raw_frame({**STEP, "sequence_id": True}, TWO_SAMPLES), "not one of the kinds"),
+        (raw_frame({**STEP, "start": "yes"}, TWO_SAMPLES), "not one of the kinds"),
+        (raw_frame({**STEP, "extra": 1}, TWO_SAMPLES), "not one of the kinds"),
+        (raw_frame({**STEP, "kind": "launch"}, TWO_SAMPLES), "not one of the kinds"),
+        (raw_frame({"kind": "ended", "id": -1, "found": True}), "not one of the kinds"),
+        (raw_frame([1, 2]), "not one of the kinds"),
+        (struct.pack(">II", 3, 0) + b"{x}", "not one of the kinds"),
+        (raw_frame({"kind": "ended", "id": 1, "found": True}, b"\0\0\0\0"), "body of 4 bytes (expected 0)"),
+    ],
+)
+def test_a_malformed_frame_is_refused_with_what_is_wrong(data: bytes, says: str) -> None:
+    with pytest.raises(WireError, match=re.escape(says)):
+        read_all(data)
+
+
+def test_an_answer_where_a_request_belongs_and_the_reverse_are_refused() -> None:
+    (answer,) = read_all(encode_answer(1, True))
+    with pytest.raises(WireError, match="ended frame where a request was expected"):
+        request_of(answer)
+    (request,) = read_all(encode_request(1, EndRequest("lstm", "a")))
+    with pytest.raises(WireError, match="end frame where an answer was expected"):
+        answer_of(request)
+
+
+# ---- the owner of a sequence ----------------------------------------------------------------------------------
+
+
+def test_the_owner_is_the_same_in_every_process_and_spreads_ids_over_the_workers() -> None:
+    # Python's hash() of a str is salted per process: every worker must work out the same owner.
+    ids = [f"s{i}" for i in range(32)] + list(range(1, 33))
+    here = [owner_of("lstm", sequence_id, 3) for sequence_id in ids]
+    code = f"from service.peers import owner_of; print([owner_of('lstm', i, 3) for i in {ids!r}])"
+    for seed in ("1", "2"):
+        done = subprocess.run(
+            [sys.executable, "-c", code], env=os.environ | {"PYTHONHASHSEED": seed}, capture_output=True, check=True
+        )
+        assert orjson.loads(done.stdout) == here
+    owners = [owner_of("lstm", f"sensor-{i}", 4) for i in range(400)]
+    assert all(owners.count(index) > 50 for index in range(4))
+    assert {owner_of("lstm", i, 1) for i in range(1, 50)} == {0}
+    # The integer 7 and the string "7" are distinct sequences; some pairs of them land apart.
+    assert any(owner_of("lstm", i, 2) != owner_of("lstm", str(i), 2) for i in range(1, 50))
+
+
+def test_peers_name_one_socket_per_worker_in_their_folder() -> None:
+    peers = Peers(0, 3, Path("/run/x"))
+    assert [peers.socket_path(i).name for i in range(3)] == ["worker-0.sock", "worker-1.sock", "worker-2.sock"]
+    assert peers.at(2, 1) == Peers(2, 3, Path("/run/x"), starts=1)
+    with pytest.raises(ValueError, match="not in 0..2"):
+        Peers(3, 3, Path("/run/x"))
