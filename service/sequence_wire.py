@@ -31,7 +31,8 @@ from service.sequence_types import SequenceOutput, SequenceStep
 PREFIX = struct.Struct(">II")  # header length, body length
 MAX_HEADER_BYTES = 64 * 1024  # a header names a model, a version and an id: far less
 FLOAT32 = np.dtype("<f4")
-Shape = tuple[Annotated[int, Field(ge=1)], Literal[1], Annotated[int, Field(ge=1)]]  # (seq, 1, features)
+# (seq, 1, features) when valid; any shape travels, so the owner answers a bad one as it would its own (422).
+Shape = Annotated[tuple[Annotated[int, Field(ge=0)], ...], Field(max_length=8)]
 WireSequenceId = Annotated[str, Field(min_length=1)] | Annotated[int, Field(ge=1)]
 
 
@@ -185,7 +186,7 @@ def parse_frame(head: bytes, body: bytes) -> Frame:
     return Frame(header, body)
 
 
-def _array(body: bytes, shape: tuple[int, int, int]) -> np.ndarray:
+def _array(body: bytes, shape: tuple[int, ...]) -> np.ndarray:
     return np.frombuffer(body, dtype=FLOAT32).astype(np.float32, copy=True).reshape(shape)  # writable, native order
 
 

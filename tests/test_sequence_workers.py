@@ -4,18 +4,25 @@ chunks arrive over fresh connections (forwarded to the owner, exact) and whose o
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import re
+import signal
 import struct
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import numpy as np
 import orjson
+import psutil
 import pytest
 
 import model_store
+from benchmarks import harness
 from service.errors import (
     InvalidInputError,
     NotReadyError,
@@ -37,6 +44,8 @@ from service.sequence_wire import (
     read_frame,
     request_of,
 )
+from tests.conftest import save_tiny, wait_for
+from tests.test_e2e import Server, start_server, stop
 
 MAX_BODY = 4 * 1_000_000
 
@@ -64,7 +73,7 @@ def raw_frame(header: object, body: bytes = b"") -> bytes:
 # ---- the wire format -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("sequence_id", ["sensor-7", 7, 2**62])
+@pytest.mark.parametrize("sequence_id", ["sensor-7", "é" * 300, 7, 2**64 - 1])
 @pytest.mark.parametrize("version", [None, 3, "production"])
 def test_a_step_round_trips_with_its_samples_bit_for_bit(sequence_id: str | int, version: int | str | None) -> None:
     samples = np.random.default_rng(0).standard_normal((5, 1, 1)).astype(np.float32)
@@ -79,6 +88,14 @@ def test_a_step_round_trips_with_its_samples_bit_for_bit(sequence_id: str | int,
     assert decoded.samples.dtype == np.float32 and decoded.samples.shape == (5, 1, 1)
     assert decoded.samples.tobytes() == samples.tobytes()
     decoded.samples[0, 0, 0] = 1.0  # a writable array of its own, not a view of the frame's bytes
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 1), (0, 1, 1), (4,)])
+def test_a_step_of_any_shape_travels_so_the_owner_answers_it_as_its_own(shape: tuple[int, ...]) -> None:
+    samples = np.ones(shape, dtype=np.float32)
+    (frame,) = read_all(encode_request(1, SequenceStep("lstm", None, "a", True, False, samples)))
+    _, decoded = request_of(frame)
+    assert isinstance(decoded, SequenceStep) and decoded.samples.shape == shape
 
 
 def test_an_end_an_output_and_an_ended_round_trip_on_one_stream() -> None:
@@ -155,8 +172,9 @@ TWO_SAMPLES = np.zeros(2, dtype="<f4").tobytes()
         (struct.pack(">II", 2, MAX_BODY + 1) + b"{}", "body of 4000001 bytes"),
         (raw_frame(STEP, TWO_SAMPLES[:4]), "body of 4 bytes (expected 8)"),
         (raw_frame(STEP), "body of 0 bytes (expected 8)"),
-        (raw_frame({**STEP, "shape": [2, 3, 1]}, np.zeros(6, "<f4").tobytes()), "not one of the kinds"),
-        (raw_frame({**STEP, "shape": [0, 1, 1]}), "not one of the kinds"),
+        (raw_frame({**STEP, "shape": [2, -1, 1]}), "not one of the kinds"),
+        (raw_frame({**STEP, "shape": [1] * 9}, np.zeros(1, "<f4").tobytes()), "not one of the kinds"),
+        (raw_frame({**STEP, "shape": 2}, TWO_SAMPLES), "not one of the kinds"),
         (raw_frame({**STEP, "sequence_id": ""}, TWO_SAMPLES), "not one of the kinds"),
         (raw_frame({**STEP, "sequence_id": 0}, TWO_SAMPLES), "not one of the kinds"),
         (raw_frame({**STEP, "sequence_id": True}, TWO_SAMPLES), "not one of the kinds"),
@@ -209,3 +227,154 @@ def test_peers_name_one_socket_per_worker_in_their_folder() -> None:
     assert peers.at(2, 1) == Peers(2, 3, Path("/run/x"), starts=1)
     with pytest.raises(ValueError, match="not in 0..2"):
         Peers(3, 3, Path("/run/x"))
+
+
+# ---- a real lstm-serve --workers 2 --------------------------------------------------------------------------
+
+TOLERANCE = 1e-5
+INFER = "/v2/models/lstm/infer"
+
+
+def sine(length: int, offset: float) -> np.ndarray:
+    x: np.ndarray = np.sin(offset + 0.3 * np.arange(length)).astype(np.float32)
+    return x
+
+
+def chunk_body(x: np.ndarray, sequence_id: str | int, *, start: bool = False, end: bool = False) -> dict[str, Any]:
+    return {
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": [len(x), 1, 1], "data": x.tolist()}],
+        "parameters": {"sequence_id": sequence_id, "sequence_start": start, "sequence_end": end},
+    }
+
+
+def send_chunk(server: Server, x: np.ndarray, sequence_id: str | int, **flags: bool) -> httpx.Response:
+    """One chunk over a connection of its own (httpx.post opens one per call), so the kernel picks the worker."""
+    return httpx.post(f"{server.url}{INFER}", json=chunk_body(x, sequence_id, **flags), timeout=60)
+
+
+def outputs_of(answer: httpx.Response) -> np.ndarray:
+    assert answer.status_code == 200, answer.text
+    return np.array(answer.json()["outputs"][0]["data"], np.float32)
+
+
+def one_shot(server: Server, x: np.ndarray) -> np.ndarray:
+    answer = httpx.post(f"{server.url}/predict", json={"inputs": x.reshape(-1, 1, 1).tolist()}, timeout=60)
+    assert answer.status_code == 200, answer.text
+    return np.array(answer.json()["outputs"], np.float32).reshape(-1)
+
+
+def forwarded(server: Server) -> dict[str, float]:
+    """lstm_sequence_forwarded_steps_total by outcome, summed over the workers."""
+    text = httpx.get(f"{server.url}/metrics", timeout=30).text
+    found = re.findall(r'^lstm_sequence_forwarded_steps_total\{outcome="(\w+)"\} ([0-9.e+]+)$', text, re.MULTILINE)
+    return {outcome: float(value) for outcome, value in found}
+
+
+def peer_socket_owners(server: Server) -> dict[int, int]:
+    """Worker index -> the pid that listens on its peer socket (worker-<index>.sock)."""
+    owners = {}
+    for pid in harness.spawned_workers(server.process.pid):
+        try:
+            sockets = psutil.Process(pid).net_connections(kind="unix")
+        except psutil.Error:
+            continue
+        for sock in sockets:
+            found = re.search(r"/worker-(\d+)\.sock$", sock.laddr or "")
+            if found and not sock.raddr:
+                owners[int(found[1])] = pid
+    return owners
+
+
+@pytest.fixture
+def two_workers(tmp_path: Path) -> Iterator[Server]:
+    store = model_store.ModelStore(tmp_path / "store")
+    save_tiny(store, seed=3, stateful=True)
+    server = start_server(store.root, tmp_path / "serve.log", workers=2)
+    try:
+        assert wait_for(lambda: sorted(peer_socket_owners(server)) == [0, 1]), harness.children(server.pid)
+        yield server
+    finally:
+        assert stop(server) == 0
+
+
+def ids_owned_by(index: int, count: int, prefix: str) -> list[str | int]:
+    """Sequence ids that worker `index` of 2 owns: strings and integers."""
+    found: list[str | int] = []
+    for n in itertools.count(1):
+        for candidate in (f"{prefix}-{n}", 1000 * n + index):
+            if owner_of("lstm", candidate, 2) == index and len(found) < count:
+                found.append(candidate)
+        if len(found) == count:
+            return found
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.slow
+def test_chunks_over_fresh_connections_reach_the_owner_and_equal_one_shot(two_workers: Server) -> None:
+    rng = np.random.default_rng(15)
+    ids = ids_owned_by(0, 6, "a") + ids_owned_by(1, 6, "b")
+    wholes = {sequence_id: sine(int(rng.integers(20, 60)), float(rng.uniform(0, 6))) for sequence_id in ids}
+    chunks = {}
+    for sequence_id, x in wholes.items():  # random chunkings, a chunk of one sample included
+        cuts = sorted(set(rng.integers(1, len(x), size=int(rng.integers(2, 6))).tolist()))
+        chunks[sequence_id] = np.split(x, cuts)
+    outputs: dict[str | int, list[np.ndarray]] = {sequence_id: [] for sequence_id in ids}
+    for position in range(max(len(parts) for parts in chunks.values())):  # the sequences interleave
+        for sequence_id, parts in chunks.items():
+            if position < len(parts):
+                last = position == len(parts) - 1
+                answer = send_chunk(two_workers, parts[position], sequence_id, start=position == 0, end=last)
+                assert answer.json()["parameters"]["sequence_id"] == sequence_id
+                outputs[sequence_id].append(outputs_of(answer))
+    for sequence_id, x in wholes.items():
+        np.testing.assert_allclose(np.concatenate(outputs[sequence_id]), one_shot(two_workers, x), atol=TOLERANCE)
+    counted = forwarded(two_workers)
+    total = sum(len(parts) for parts in chunks.values())
+    assert 0 < counted.get("ok", 0) < total, counted  # some chunks were forwarded, some ran where they landed
+    assert set(counted) <= {"ok"}, counted
+
+
+@pytest.mark.slow
+def test_an_owners_error_reaches_the_client_unchanged_through_any_worker(two_workers: Server) -> None:
+    (sequence_id,) = ids_owned_by(1, 1, "nobody")
+    answers = [send_chunk(two_workers, sine(3, 0), sequence_id) for _ in range(16)]  # no start: not live
+    assert {answer.status_code for answer in answers} == {409}, [answer.text for answer in answers]
+    assert len({answer.json()["error"] for answer in answers}) == 1  # the same words, forwarded or not
+    assert forwarded(two_workers).get("error", 0) > 0
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_owner_gives_its_live_sequences_clear_errors_never_a_wrong_answer(two_workers: Server) -> None:
+    doomed, spared = ids_owned_by(0, 5, "doomed"), ids_owned_by(1, 5, "spared")
+    wholes = {sequence_id: sine(30, 0.1 * n) for n, sequence_id in enumerate(doomed + spared)}
+    outputs: dict[str | int, list[np.ndarray]] = {sequence_id: [] for sequence_id in wholes}
+    for sequence_id, x in wholes.items():
+        outputs[sequence_id].append(outputs_of(send_chunk(two_workers, x[:10], sequence_id, start=True)))
+    owner = peer_socket_owners(two_workers)[0]
+    os.kill(owner, signal.SIGKILL)
+    assert wait_for(lambda: harness.gone(owner))
+
+    # While it is down (and after its successor starts) a chunk of its sequences is a 503 or a 409, never a 200.
+    for sequence_id in doomed:
+        answer = send_chunk(two_workers, wholes[sequence_id][10:20], sequence_id)
+        assert answer.status_code in (409, 503), answer.text
+        assert "start" in answer.json()["error"], answer.text
+    assert wait_for(lambda: peer_socket_owners(two_workers).get(0) not in (None, owner))
+    assert f"(pid {owner}) was killed by SIGKILL" in two_workers.log_text()
+    for sequence_id in doomed:
+        for _ in range(4):  # fresh connections: forwarded to the successor, or landing on it
+            answer = send_chunk(two_workers, wholes[sequence_id][20:], sequence_id)
+            assert answer.status_code == 409, answer.text
+            assert "restarted" in answer.json()["error"], answer.text
+
+    # The other worker's sequences go on, exact.
+    for sequence_id in spared:
+        for part in (wholes[sequence_id][10:20], wholes[sequence_id][20:]):
+            outputs[sequence_id].append(outputs_of(send_chunk(two_workers, part, sequence_id)))
+        np.testing.assert_allclose(
+            np.concatenate(outputs[sequence_id]), one_shot(two_workers, wholes[sequence_id]), atol=TOLERANCE
+        )
+    # A doomed sequence started again works on the new owner.
+    sequence_id = doomed[0]
+    again = outputs_of(send_chunk(two_workers, wholes[sequence_id], sequence_id, start=True, end=True))
+    np.testing.assert_allclose(again, one_shot(two_workers, wholes[sequence_id]), atol=TOLERANCE)
