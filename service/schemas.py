@@ -145,6 +145,9 @@ class InferResponseHeader(BaseModel):
     model_name: str
     model_version: str
     id: str | None = None
+    parameters: dict[str, Any] | None = Field(
+        None, description="with a sequence request: the echoed sequence_id (docs/sequences.md)"
+    )
     outputs: list[InferOutput]
 
 
