@@ -185,10 +185,9 @@ class PeerRouter:
             if step.start or self.peers.starts == 0:
                 raise
             since = datetime.fromtimestamp(self.started, UTC).isoformat(timespec="seconds")
-            raise SequenceStateError(
-                f"{exc} (worker {self.peers.index}, which holds this sequence id, restarted at {since}: the worker "
-                "holding a sequence may have restarted since it started, and a restarted worker has lost the "
-                "sequences it held; start the sequence again with sequence_start)"
+            raise type(exc)(
+                f"{exc}. The worker that holds this sequence id (worker {self.peers.index}) restarted at {since}: "
+                "if the sequence started before that, its state was lost with the worker it lived in"
             ) from exc
 
     async def run(self, request: Request) -> Answer:

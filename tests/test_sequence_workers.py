@@ -4,13 +4,16 @@ chunks arrive over fresh connections (forwarded to the owner, exact) and whose o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import re
+import shutil
 import signal
 import struct
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,9 +23,12 @@ import numpy as np
 import orjson
 import psutil
 import pytest
+from prometheus_client import REGISTRY
 
 import model_store
 from benchmarks import harness
+from service import Settings
+from service.components import Components
 from service.errors import (
     InvalidInputError,
     NotReadyError,
@@ -229,6 +235,182 @@ def test_peers_name_one_socket_per_worker_in_their_folder() -> None:
         Peers(3, 3, Path("/run/x"))
 
 
+# ---- routers and peer servers in one process -------------------------------------------------------------------
+
+
+@pytest.fixture
+def peer_dir() -> Iterator[Path]:
+    """A private folder for peer sockets, short enough for a Unix socket address (pytest's tmp_path may not be)."""
+    directory = Path(tempfile.mkdtemp(prefix="lstm-peers-"))
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def stateful_store(root: Path) -> model_store.ModelStore:
+    store = model_store.ModelStore(root)
+    save_tiny(store, seed=3, stateful=True)
+    return store
+
+
+async def open_worker(store: model_store.ModelStore, peers: Peers, **overrides: Any) -> Components:
+    settings = Settings(store_dir=store.root, **overrides)
+    components = await Components.open(settings, peers)
+    await components.poller.refresh()
+    return components
+
+
+def chunked(x: np.ndarray, cuts: list[int]) -> list[np.ndarray]:
+    return [part.reshape(-1, 1, 1) for part in np.split(x, cuts)]
+
+
+def test_two_workers_in_one_process_run_each_sequence_on_its_owner_exactly(tmp_path: Path, peer_dir: Path) -> None:
+    store = stateful_store(tmp_path / "store")
+
+    async def run() -> None:
+        workers = [await open_worker(store, Peers(index, 2, peer_dir)) for index in range(2)]
+        try:
+            ids = ids_owned_by(0, 3, "p") + ids_owned_by(1, 3, "q")
+            for n, sequence_id in enumerate(ids):
+                x = sine(25, 0.2 * n)
+                outputs = []
+                for position, part in enumerate(chunked(x, [1, 7, 8, 19])):
+                    plane = workers[(position + n) % 2].dataplane  # alternate: every chunk on the other worker
+                    step = SequenceStep("lstm", None, sequence_id, position == 0, position == 4, part)
+                    outputs.append((await plane.sequence_step(step)).outputs)
+                    if position == 0:  # the state lives on the owner alone
+                        owner = owner_of("lstm", sequence_id, 2)
+                        assert [("lstm", sequence_id) in worker.dataplane.sequences for worker in workers] == [
+                            index == owner for index in range(2)
+                        ]
+                served = await workers[0].dataplane.model_for("lstm", None)
+                whole = await workers[0].dataplane.infer(served, x.reshape(-1, 1, 1))
+                np.testing.assert_allclose(np.concatenate(outputs), whole, atol=TOLERANCE)
+            assert [len(worker.dataplane.sequences) for worker in workers] == [0, 0]  # each ended by its last chunk
+            # A live one: ending it from the other worker frees it on the owner.
+            sequence_id = ids[0]
+            start = SequenceStep("lstm", None, sequence_id, True, False, sine(3, 0).reshape(-1, 1, 1))
+            await workers[1].dataplane.sequence_step(start)
+            assert await workers[1].dataplane.end_sequence("lstm", sequence_id) is True
+            assert await workers[1].dataplane.end_sequence("lstm", sequence_id) is False
+        finally:
+            for worker in workers:
+                await worker.close()
+
+    asyncio.run(run())
+
+
+def test_a_restarted_owner_says_so_when_a_chunk_finds_no_live_sequence(tmp_path: Path, peer_dir: Path) -> None:
+    store = stateful_store(tmp_path / "store")
+
+    async def run() -> None:
+        first = await open_worker(store, Peers(0, 2, peer_dir))
+        successor = await open_worker(store, Peers(1, 2, peer_dir, starts=1))  # the second process in place 1
+        try:
+            (sequence_id,) = ids_owned_by(1, 1, "r")
+            step = SequenceStep("lstm", None, sequence_id, False, False, sine(3, 0).reshape(-1, 1, 1))
+            for plane in (first.dataplane, successor.dataplane):  # forwarded, and on the owner itself
+                with pytest.raises(SequenceStateError, match=r"is not live.*worker 1\) restarted at"):
+                    await plane.sequence_step(step)
+            (other,) = ids_owned_by(0, 1, "r")  # the first process of place 0 adds nothing
+            with pytest.raises(SequenceStateError) as raised:
+                await successor.dataplane.sequence_step(SequenceStep("lstm", None, other, False, False, step.samples))
+            assert "restarted" not in str(raised.value)
+        finally:
+            await first.close()
+            await successor.close()
+
+    asyncio.run(run())
+
+
+class FakePeer:
+    """A peer socket that records the frames it gets and answers with `reply(frame)` (None: never)."""
+
+    def __init__(self, path: Path, reply: Any) -> None:
+        self.path, self.reply, self.connections = path, reply, 0
+        self.frames: list[Frame] = []
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> FakePeer:
+        self.server = await asyncio.start_unix_server(self._serve, path=self.path)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        connection = self.connections
+        with contextlib.suppress(Exception):
+            while (frame := await read_frame(reader, MAX_BODY)) is not None:
+                self.frames.append(frame)
+                answer = self.reply(frame, connection)
+                if answer is not None:
+                    writer.write(answer)
+                    await writer.drain()
+        writer.close()
+
+
+def forwarded_count(outcome: str) -> float:
+    return REGISTRY.get_sample_value("lstm_sequence_forwarded_steps_total", {"outcome": outcome}) or 0.0
+
+
+def test_a_forwarded_chunk_the_owner_does_not_answer_in_time_is_a_503_and_its_sequence_is_discarded(
+    tmp_path: Path, peer_dir: Path
+) -> None:
+    store = stateful_store(tmp_path / "store")
+    (sequence_id,) = ids_owned_by(1, 1, "slow")
+    before = forwarded_count("timeout")
+
+    async def run() -> None:
+        async with FakePeer(Peers(0, 2, peer_dir).socket_path(1), lambda frame, connection: None) as owner:
+            worker = await open_worker(store, Peers(0, 2, peer_dir), sequence_forward_timeout=0.5)
+            try:
+                step = SequenceStep("lstm", None, sequence_id, True, False, sine(4, 0).reshape(-1, 1, 1))
+                with pytest.raises(SequenceLostError, match="did not answer within 0.5 s.*start it again"):
+                    await worker.dataplane.sequence_step(step)
+                # The owner is told to discard it: its client cannot know whether the chunk was applied.
+                for _ in range(600):
+                    if len(owner.frames) == 2:
+                        break
+                    await asyncio.sleep(0.05)
+                assert [frame.header.kind for frame in owner.frames] == ["step", "end"]
+                assert request_of(owner.frames[1])[1] == EndRequest("lstm", sequence_id)
+            finally:
+                await worker.close()
+
+    asyncio.run(run())
+    assert forwarded_count("timeout") == before + 1
+
+
+def test_a_peer_that_answers_garbage_is_a_503_and_the_next_chunk_gets_a_fresh_connection(
+    tmp_path: Path, peer_dir: Path
+) -> None:
+    store = stateful_store(tmp_path / "store")
+    (sequence_id,) = ids_owned_by(1, 1, "garbage")
+
+    def reply(frame: Frame, connection: int) -> bytes:
+        request_id = frame.header.id
+        if connection == 1:
+            return struct.pack(">II", 5, 0) + b"hello"
+        return encode_answer(request_id, SequenceStateError("sequence 'x' is not live"))
+
+    async def run() -> None:
+        async with FakePeer(Peers(0, 2, peer_dir).socket_path(1), reply) as owner:
+            worker = await open_worker(store, Peers(0, 2, peer_dir))
+            try:
+                step = SequenceStep("lstm", None, sequence_id, False, False, sine(4, 0).reshape(-1, 1, 1))
+                with pytest.raises(SequenceLostError, match="did not answer: the connection broke"):
+                    await worker.dataplane.sequence_step(step)
+                with pytest.raises(SequenceStateError, match="^sequence 'x' is not live$"):
+                    await worker.dataplane.sequence_step(step)
+                assert owner.connections == 2
+            finally:
+                await worker.close()
+
+    asyncio.run(run())
+
+
 # ---- a real lstm-serve --workers 2 --------------------------------------------------------------------------
 
 TOLERANCE = 1e-5
@@ -272,14 +454,14 @@ def forwarded(server: Server) -> dict[str, float]:
 
 def peer_socket_owners(server: Server) -> dict[int, int]:
     """Worker index -> the pid that listens on its peer socket (worker-<index>.sock)."""
-    owners = {}
+    owners: dict[int, int] = {}
     for pid in harness.spawned_workers(server.process.pid):
         try:
             sockets = psutil.Process(pid).net_connections(kind="unix")
         except psutil.Error:
             continue
         for sock in sockets:
-            found = re.search(r"/worker-(\d+)\.sock$", sock.laddr or "")
+            found = re.search(r"/worker-(\d+)\.sock$", str(sock.laddr or ""))
             if found and not sock.raddr:
                 owners[int(found[1])] = pid
     return owners
