@@ -191,14 +191,14 @@ class DataPlane:
 
         `local`: run it here even when a router is set (the router's call on the worker that owns the sequence).
         """
+        x = step.samples
+        if x.ndim != 3 or x.shape[1] != 1 or x.shape[0] < 1:
+            raise InvalidInputError(
+                f"a sequence request carries one sequence: input shape [seq, 1, input_size] with seq >= 1 was "
+                f"expected but it has shape {list(x.shape)}; send other sequences with their own sequence_id"
+            )
         if self.router is not None and not local:
             return await self.router.step(step)
-        x = step.samples
-        if x.ndim != 3 or x.shape[1] != 1:
-            raise InvalidInputError(
-                f"a sequence request carries one sequence: input shape [seq, 1, input_size] was expected but it has "
-                f"shape {list(x.shape)}; send other sequences with their own sequence_id"
-            )
         if step.start:
             served = await self.model_for(step.model, step.version)
             self._check_stateful(served)

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,7 +21,8 @@ from service.components import Components
 from service.dataplane import DataPlane
 from service.errors import BusyError, InvalidInputError, SequenceStateError, SequenceUnsupportedError
 from service.sequence_types import SequenceStep
-from tests.conftest import make_client, save_tiny, wait_for
+from tests.conftest import make_client, save_tiny, tiny_module, wait_for
+from training import LSTMRegressor, ModelConfig, TrainingError, check_sequence_parity, preset, run
 
 TOLERANCE = 1e-5
 URL = "/v2/models/lstm/infer"
@@ -322,17 +324,20 @@ def test_start_on_live_id_restarts_from_zero_state(stateful_store: model_store.M
 
 
 def test_idle_sequence_expires_and_is_remembered(stateful_store: model_store.ModelStore) -> None:
+    def expired() -> float:
+        return REGISTRY.get_sample_value("lstm_sequence_expired_total", {"model": "lstm"}) or 0.0
+
+    expired_before = expired()
     with make_client(stateful_store, sequence_idle_timeout=0.2) as client:
         dataplane: DataPlane = client.app.state.components.dataplane  # type: ignore[attr-defined]
         assert client.post(URL, json=body(samples(2), sequence_id="idle", sequence_start=True)).status_code == 200
-        assert ("lstm", "idle") in dataplane.sequences
         # The reaper frees it (no request needed).
         assert wait_for(lambda: ("lstm", "idle") not in dataplane.sequences)
         response = client.post(URL, json=body(samples(2), sequence_id="idle"))
         assert response.status_code == 409
         assert "expired" in response.json()["error"] and "LSTM_SEQUENCE_IDLE_TIMEOUT" in response.json()["error"]
-        metrics = client.get("/metrics").text
-        assert 'lstm_sequence_expired_total{model="lstm"} 1.0' in metrics
+        assert expired() == expired_before + 1
+        assert "lstm_sequence_expired_total" in client.get("/metrics").text
         # A new start of the same id works again.
         assert client.post(URL, json=body(samples(2), sequence_id="idle", sequence_start=True)).status_code == 200
 
@@ -424,3 +429,99 @@ def test_plain_requests_still_answer_without_sequence_parameters(seq_client: Tes
     response = seq_client.post(URL, json=body(samples(4), binary_data_output=False))
     assert response.status_code == 200
     assert "parameters" not in response.json()
+
+
+def test_tritonclient_sequence_requests(stateful_store: model_store.ModelStore) -> None:
+    http = pytest.importorskip("tritonclient.http")
+    x = samples(12).reshape(-1, 1, 1)
+    with make_client(stateful_store) as client:
+        expected = one_shot(client, x.reshape(-1))
+        got = []
+        for t in range(len(x)):
+            chunk = http.InferInput("input", [1, 1, 1], "FP32")
+            chunk.set_data_from_numpy(x[t : t + 1], binary_data=True)
+            request, header_length = http.InferenceServerClient.generate_request_body(
+                [chunk],
+                outputs=[http.InferRequestedOutput("output", binary_data=True)],
+                sequence_id=17,
+                sequence_start=t == 0,
+                sequence_end=t == len(x) - 1,
+            )
+            response = client.post(
+                URL, content=request, headers={"Inference-Header-Content-Length": str(header_length)}
+            )
+            assert response.status_code == 200, response.text
+            result = http.InferenceServerClient.parse_response_body(
+                response.content, header_length=int(response.headers["Inference-Header-Content-Length"])
+            )
+            assert result.get_response()["parameters"] == {"sequence_id": 17}
+            got.append(result.as_numpy("output").reshape(-1))
+    assert np.abs(np.concatenate(got) - expected).max() <= TOLERANCE
+
+
+def test_two_layer_model_carries_the_state_of_both_layers(store: model_store.ModelStore) -> None:
+    save_tiny(store, seed=5, stateful=True, hidden_size=5, num_layers=2)
+    with make_client(store) as client:
+        x = samples(25)
+        assert np.abs(chunked(client, x, [1, 2, 3, 10, 11], "deep") - one_shot(client, x)).max() <= TOLERANCE
+
+
+# ---- the export ------------------------------------------------------------------------------------------
+
+
+def test_training_exports_forward_state_and_records_parity(store: model_store.ModelStore) -> None:
+    config = preset("robust").with_overrides(
+        {"hidden_size": 6, "num_layers": 2, "max_epochs": 2, "batch_size": 8, "seq_len": 16, "short_batch_size": 0}
+    )
+    manifest = run(config, store).manifest
+    assert manifest.sequence is not None
+    assert (manifest.sequence.method, manifest.sequence.num_layers, manifest.sequence.hidden_size) == (
+        "forward_state",
+        2,
+        6,
+    )
+    assert 0 <= manifest.sequence.parity_max_abs_diff <= 1e-5
+    assert store.manifest("lstm", manifest.version).sequence == manifest.sequence  # it is in the file
+    assert model_store.has_method(store.load("lstm", manifest.version).module, "forward_state")
+
+
+class ForgetfulRegressor(LSTMRegressor):
+    """A broken state method: it ignores the state it is given, so chunked differs from one-shot."""
+
+    @model_store.export_method
+    def forward_state(
+        self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        hidden, (h_n, c_n) = self.lstm(x)  # (seq, batch, hidden), from zeros whatever h and c say
+        output: torch.Tensor = self.head(hidden)
+        return output, h_n, c_n
+
+
+def test_sequence_parity_check_rejects_a_state_method_that_forgets() -> None:
+    torch.manual_seed(0)
+    config = ModelConfig(hidden_size=6)
+    with pytest.raises(TrainingError, match="chunked outputs of forward_state differ"):
+        check_sequence_parity(model_store.script(ForgetfulRegressor(config)), config, seed=0)
+    with pytest.raises(TrainingError, match="no forward_state"):
+        check_sequence_parity(tiny_module(stateful=False), config, seed=0)
+
+
+def test_manifest_without_sequence_reads_as_none_and_round_trips(store: model_store.ModelStore) -> None:
+    old = save_tiny(store, seed=1)
+    raw = old.to_dict()
+    del raw["sequence"]  # a manifest written before the field existed
+    assert model_store.Manifest.from_dict(raw).sequence is None
+    new = save_tiny(store, seed=2, stateful=True)
+    assert new.sequence is not None
+    assert model_store.Manifest.from_json(new.to_json()) == new
+    assert store.manifest("lstm", old.version).sequence is None
+
+
+def test_damaged_sequence_entry_is_a_damaged_version(store: model_store.ModelStore) -> None:
+    manifest = save_tiny(store, seed=1, stateful=True)
+    path = store.version_file("lstm", manifest.version, "manifest.json")
+    raw = json.loads(path.read_text())
+    raw["sequence"] = {"method": "forward_state"}
+    path.write_text(json.dumps(raw))
+    with pytest.raises(model_store.DamagedModelError, match="not a valid manifest"):
+        store.manifest("lstm", manifest.version)
