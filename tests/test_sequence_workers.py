@@ -431,7 +431,10 @@ def chunk_body(x: np.ndarray, sequence_id: str | int, *, start: bool = False, en
 
 def send_chunk(server: Server, x: np.ndarray, sequence_id: str | int, **flags: bool) -> httpx.Response:
     """One chunk over a connection of its own (httpx.post opens one per call), so the kernel picks the worker."""
-    return httpx.post(f"{server.url}{INFER}", json=chunk_body(x, sequence_id, **flags), timeout=60)
+    try:
+        return httpx.post(f"{server.url}{INFER}", json=chunk_body(x, sequence_id, **flags), timeout=60)
+    except httpx.TransportError as exc:  # no answer at all is no clear error either: say what the server did
+        raise AssertionError(f"{type(exc).__name__}: {exc}; the server's log:\n{server.log_text()[-5000:]}") from exc
 
 
 def outputs_of(answer: httpx.Response) -> np.ndarray:
@@ -471,7 +474,7 @@ def peer_socket_owners(server: Server) -> dict[int, int]:
 def two_workers(tmp_path: Path) -> Iterator[Server]:
     store = model_store.ModelStore(tmp_path / "store")
     save_tiny(store, seed=3, stateful=True)
-    server = start_server(store.root, tmp_path / "serve.log", workers=2)
+    server = start_server(store.root, tmp_path / "serve.log", workers=2, LSTM_LOG_LEVEL="info")
     try:
         assert wait_for(lambda: sorted(peer_socket_owners(server)) == [0, 1]), harness.children(server.pid)
         yield server
