@@ -260,7 +260,7 @@ class PeerServer:
         self.path = router.peers.socket_path(router.peers.index)
         self.max_body = max_body
         self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
         self._tails: dict[tuple[str, SequenceId], asyncio.Future[None]] = {}
 
     async def start(self) -> None:
@@ -272,7 +272,7 @@ class PeerServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._connections.add(task)
+        self._connections[task] = writer
         gone = asyncio.Event()
         answering: set[asyncio.Task[None]] = set()
         try:
@@ -288,7 +288,7 @@ class PeerServer:
             log.warning("worker %d: a peer connection broke: %s: %s", self.router.peers.index, type(exc).__name__, exc)
         finally:
             gone.set()
-            self._connections.discard(task)
+            self._connections.pop(task, None)
             if answering:  # they discard the sequences whose answers cannot be delivered
                 await asyncio.wait(answering)
             writer.close()
@@ -330,9 +330,10 @@ class PeerServer:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
-        for task in list(self._connections):
-            task.cancel()
-        for task in list(self._connections):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # Closing a connection ends its reader, which lets the chunks in flight finish (the data plane is still
+        # open); cancelling the task instead would make asyncio log the cancellation as an error.
+        for writer in list(self._connections.values()):
+            writer.close()
+        if self._connections:
+            await asyncio.wait(list(self._connections), timeout=self.router.forward_timeout)
         self.path.unlink(missing_ok=True)
