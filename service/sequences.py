@@ -131,11 +131,11 @@ class SequenceTable:
         if self._live.get(entry.key) is entry:
             self._live.move_to_end(entry.key)
 
-    def end(self, entry: LiveSequence) -> None:
-        """sequence_end: free the state (remembering that the id ended)."""
+    def end(self, entry: LiveSequence, how: str = "a chunk with sequence_end: true") -> None:
+        """sequence_end: free the state (remembering that the id ended, and `how`)."""
         if self._live.get(entry.key) is entry:
-            self._drop(entry, "ended (a chunk with sequence_end: true)")
-            self._remember(entry.key, _Gone(ENDED, self._clock(), ""))
+            self._drop(entry, f"ended ({how})")
+            self._remember(entry.key, _Gone(ENDED, self._clock(), how))
 
     def fail(self, entry: LiveSequence, error: BaseException) -> None:
         """A chunk failed: its state is not what the client believes, so the sequence ends (it must start again)."""
@@ -143,12 +143,12 @@ class SequenceTable:
             self._drop(entry, f"was ended when a chunk of it failed ({error})")
             self._remember(entry.key, _Gone(FAILED, self._clock(), str(error)))
 
-    def end_id(self, model: str, sequence_id: SequenceId) -> bool:
+    def end_id(self, model: str, sequence_id: SequenceId, how: str = "its client ended it") -> bool:
         """Free a live sequence by id (e.g. its WebSocket closed); whether one was live."""
         entry = self._live.get((model, sequence_id))
         if entry is None:
             return False
-        self.end(entry)
+        self.end(entry, how)
         return True
 
     # ---- expiry -------------------------------------------------------------------------------------
@@ -165,14 +165,15 @@ class SequenceTable:
     def expire_idle(self) -> int:
         """Free every sequence idle longer than the timeout; how many."""
         now = self._clock()
-        expired = 0
-        for entry in list(self._live.values()):  # least recently used first
+        idle = []
+        for entry in self._live.values():  # least recently used first: stop at the first one in use lately
             if now - entry.last_used <= self.idle_timeout:
                 break
             if not entry.lock.locked():
-                self._expire(entry)
-                expired += 1
-        return expired
+                idle.append(entry)
+        for entry in idle:
+            self._expire(entry)
+        return len(idle)
 
     @property
     def reap_interval(self) -> float:
@@ -224,6 +225,4 @@ class SequenceTable:
             )
         if gone.how == FAILED:
             return f"{what} was ended {ago:.1f} s ago when a chunk of it failed ({gone.detail}); {again}"
-        return (
-            f"{what} ended {ago:.1f} s ago (a chunk with sequence_end: true); a new sequence needs sequence_start: true"
-        )
+        return f"{what} ended {ago:.1f} s ago ({gone.detail}); a new sequence needs sequence_start: true"

@@ -20,9 +20,17 @@ from service import Settings
 from service.components import Components
 from service.dataplane import DataPlane
 from service.errors import BusyError, InvalidInputError, SequenceStateError, SequenceUnsupportedError
-from service.sequence_types import SequenceStep
+from service.sequence_types import SequenceId, SequenceOutput, SequenceRouter, SequenceStep
 from tests.conftest import make_client, save_tiny, tiny_module, wait_for
-from training import LSTMRegressor, ModelConfig, TrainingError, check_sequence_parity, preset, run
+from training import (
+    LSTMRegressor,
+    ModelConfig,
+    TrainingError,
+    check_sequence_parity,
+    preset,
+    run,
+    sequence_support,
+)
 
 TOLERANCE = 1e-5
 URL = "/v2/models/lstm/infer"
@@ -525,3 +533,143 @@ def test_damaged_sequence_entry_is_a_damaged_version(store: model_store.ModelSto
     path.write_text(json.dumps(raw))
     with pytest.raises(model_store.DamagedModelError, match="not a valid manifest"):
         store.manifest("lstm", manifest.version)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(chunking=chunkings(), batching=st.booleans())
+def test_chunked_dataplane_equals_one_shot(
+    stateful_store: model_store.ModelStore, chunking: tuple[int, list[int]], batching: bool
+) -> None:
+    store = stateful_store  # read only: every example may share it
+    length, cuts = chunking
+    x = samples(length, offset=0.5)
+
+    async def main() -> float:
+        components = await open_dataplane(store, sequence_batching=batching)
+        try:
+            got = await run_sequence(components.dataplane, x, cuts, "dp")
+            return float(np.abs(got - await one_shot_dataplane(components.dataplane, x)).max())
+        finally:
+            await components.close()
+
+    assert asyncio.run(main()) <= TOLERANCE
+
+
+def test_chunks_of_one_sequence_sent_at_once_run_in_arrival_order(stateful_store: model_store.ModelStore) -> None:
+    """Chunks queued together on one sequence take its lock in the order they came, whatever the batcher does."""
+
+    async def main() -> float:
+        components = await open_dataplane(stateful_store)
+        dataplane = components.dataplane
+        try:
+            x = samples(30)
+            bounds = [0, 1, 2, 4, 8, 9, 15, 22, 30]
+            chunks = [
+                step(x[a:b], "ordered", start=a == 0, end=b == len(x)) for a, b in zip(bounds, bounds[1:], strict=False)
+            ]
+            # Other sequences at the same time, so batches form.
+            others = [run_sequence(dataplane, samples(30, offset=i), [3, 10], f"other-{i}") for i in range(8)]
+            ordered = asyncio.gather(*(dataplane.sequence_step(chunk) for chunk in chunks))
+            results, _ = await asyncio.gather(ordered, asyncio.gather(*others))
+            got = np.concatenate([out.outputs.reshape(-1) for out in results])
+            return float(np.abs(got - await one_shot_dataplane(dataplane, x)).max())
+        finally:
+            await components.close()
+
+    assert asyncio.run(main()) <= TOLERANCE
+
+
+def test_models_listing_says_which_versions_serve_sequences(seq_client: TestClient) -> None:
+    (entry,) = seq_client.get("/models").json()["models"]
+    assert [(v["version"], v["sequences"]) for v in entry["versions"]] == [(1, False), (2, True)]
+    assert seq_client.get("/models/lstm/versions/1").json()["sequence"] is None
+    sequence = seq_client.get("/models/lstm/versions/2").json()["sequence"]
+    assert sequence["method"] == "forward_state" and sequence["hidden_size"] == 6
+
+
+class LoopbackRouter:
+    """A router whose owner is this same data plane: what a multi-worker router does, minus the hop."""
+
+    def __init__(self, dataplane: DataPlane) -> None:
+        self.dataplane = dataplane
+        self.routed: list[SequenceId] = []
+
+    async def step(self, step: SequenceStep) -> SequenceOutput:
+        self.routed.append(step.sequence_id)
+        return await self.dataplane.sequence_step(step, local=True)
+
+    async def end(self, model: str, sequence_id: SequenceId) -> bool:
+        self.routed.append(sequence_id)
+        return await self.dataplane.end_sequence(model, sequence_id, local=True)
+
+
+def test_a_router_gets_every_step_unless_local(stateful_store: model_store.ModelStore) -> None:
+    async def main() -> None:
+        components = await open_dataplane(stateful_store)
+        dataplane = components.dataplane
+        router = LoopbackRouter(dataplane)
+        hook: SequenceRouter = router  # mypy checks it against the protocol
+        dataplane.router = hook
+        try:
+            x = samples(9)
+            got = await run_sequence(dataplane, x, [3, 4], "routed")
+            assert router.routed == ["routed"] * 3
+            assert np.abs(got - await one_shot_dataplane(dataplane, x)).max() <= TOLERANCE
+            await dataplane.sequence_step(step(x, "local", start=True), local=True)
+            assert await dataplane.end_sequence("lstm", "local")
+            assert router.routed == ["routed"] * 3 + ["local"]
+            with pytest.raises(InvalidInputError):  # a malformed chunk is refused before it is routed
+                await dataplane.sequence_step(
+                    SequenceStep("lstm", None, "wide", True, False, np.zeros((2, 2, 1), np.float32))
+                )
+            assert len(router.routed) == 4
+        finally:
+            await components.close()
+
+    asyncio.run(main())
+
+
+class FragileRegressor(LSTMRegressor):
+    """A model whose state method fails on samples above 100 (a real TorchScript error, raised inside the forward)."""
+
+    @model_store.export_method
+    def forward_state(
+        self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if bool(x.abs().max() > 100.0):
+            raise RuntimeError("sample above 100")
+        hidden, (h_n, c_n) = self.lstm(x, (h, c))  # (seq, batch, hidden)
+        output: torch.Tensor = self.head(hidden)
+        return output, h_n, c_n
+
+
+@pytest.mark.parametrize("batching", [True, False])
+def test_a_failed_chunk_ends_its_sequence_with_a_clear_error_next(
+    store: model_store.ModelStore, batching: bool
+) -> None:
+    torch.manual_seed(0)
+    config = ModelConfig(hidden_size=4)
+    module = model_store.script(FragileRegressor(config))
+    store.save(
+        "lstm",
+        module,
+        inputs=(model_store.sequence_spec("input", 1),),
+        outputs=(model_store.sequence_spec("output", 1),),
+        sequence=sequence_support(module, config, 0),
+    )
+
+    async def main() -> None:
+        components = await open_dataplane(store, sequence_batching=batching)
+        dataplane = components.dataplane
+        try:
+            await dataplane.sequence_step(step(samples(3), "f", start=True))
+            with pytest.raises(Exception, match="sample above 100"):  # torch.jit.Error
+                await dataplane.sequence_step(step(np.full(2, 500.0, np.float32), "f"))
+            # Never a silently wrong answer from a state that missed a chunk: the sequence is gone, and says why.
+            with pytest.raises(SequenceStateError, match="failed"):
+                await dataplane.sequence_step(step(samples(2), "f"))
+            assert len(dataplane.sequences) == 0
+        finally:
+            await components.close()
+
+    asyncio.run(main())
