@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import struct
 import subprocess
 import sys
@@ -252,7 +253,7 @@ def stateful_store(root: Path) -> model_store.ModelStore:
     return store
 
 
-async def open_worker(store: model_store.ModelStore, peers: Peers, **overrides: Any) -> Components:
+async def open_worker(store: model_store.ModelStore, peers: Peers | None, **overrides: Any) -> Components:
     settings = Settings(store_dir=store.root, **overrides)
     components = await Components.open(settings, peers)
     await components.poller.refresh()
@@ -318,6 +319,21 @@ def test_a_restarted_owner_says_so_when_a_chunk_finds_no_live_sequence(tmp_path:
         finally:
             await first.close()
             await successor.close()
+
+    asyncio.run(run())
+
+
+def test_one_worker_has_no_router_and_no_peer_socket(tmp_path: Path) -> None:
+    store = stateful_store(tmp_path / "store")
+
+    async def run() -> None:
+        components = await open_worker(store, None)
+        try:
+            assert components.dataplane.router is None and components.peer_server is None
+            step = SequenceStep("lstm", None, "solo", True, True, sine(3, 0).reshape(-1, 1, 1))
+            assert (await components.dataplane.sequence_step(step)).outputs.shape == (3, 1, 1)
+        finally:
+            await components.close()
 
     asyncio.run(run())
 
@@ -455,19 +471,24 @@ def forwarded(server: Server) -> dict[str, float]:
     return {outcome: float(value) for outcome, value in found}
 
 
-def peer_socket_owners(server: Server) -> dict[int, int]:
-    """Worker index -> the pid that listens on its peer socket (worker-<index>.sock)."""
-    owners: dict[int, int] = {}
+def peer_sockets(server: Server) -> dict[int, tuple[int, Path]]:
+    """Worker index -> the pid that listens on its peer socket (worker-<index>.sock), and the socket's path."""
+    found: dict[int, tuple[int, Path]] = {}
     for pid in harness.spawned_workers(server.process.pid):
         try:
             sockets = psutil.Process(pid).net_connections(kind="unix")
         except psutil.Error:
             continue
         for sock in sockets:
-            found = re.search(r"/worker-(\d+)\.sock$", str(sock.laddr or ""))
-            if found and not sock.raddr:
-                owners[int(found[1])] = pid
-    return owners
+            match = re.search(r"/worker-(\d+)\.sock$", str(sock.laddr or ""))
+            if match and not sock.raddr:
+                found[int(match[1])] = (pid, Path(str(sock.laddr)))
+    return found
+
+
+def peer_socket_owners(server: Server) -> dict[int, int]:
+    """Worker index -> the pid that listens on its peer socket."""
+    return {index: pid for index, (pid, _) in peer_sockets(server).items()}
 
 
 @pytest.fixture
@@ -477,9 +498,13 @@ def two_workers(tmp_path: Path) -> Iterator[Server]:
     server = start_server(store.root, tmp_path / "serve.log", workers=2, LSTM_LOG_LEVEL="info")
     try:
         assert wait_for(lambda: sorted(peer_socket_owners(server)) == [0, 1]), harness.children(server.pid)
+        folder = peer_sockets(server)[0][1].parent
+        assert folder == peer_sockets(server)[1][1].parent
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700  # only this user reaches the workers' sockets
         yield server
     finally:
         assert stop(server) == 0
+    assert not folder.exists()  # lstm-serve removes it at exit
 
 
 def ids_owned_by(index: int, count: int, prefix: str) -> list[str | int]:
