@@ -119,11 +119,11 @@ class PeerClient:
         self._pending[request_id] = future
         try:
             writer.write(encode_request(request_id, request))
-            try:
-                await writer.drain()
-            except OSError as exc:
-                raise PeerGoneError(f"the connection broke ({type(exc).__name__}: {exc})") from exc
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(timeout):  # a peer that stops reading blocks the drain: bounded too
+                try:
+                    await writer.drain()
+                except OSError as exc:
+                    raise PeerGoneError(f"the connection broke ({type(exc).__name__}: {exc})") from exc
                 return await future
         finally:
             self._pending.pop(request_id, None)
@@ -145,6 +145,7 @@ class PeerRouter:
         self.peers = peers
         self.forward_timeout = forward_timeout
         self.started = time.time()
+        self._discards: set[asyncio.Task[None]] = set()
         self.clients = {
             index: PeerClient(peers, index, connect_timeout) for index in range(peers.count) if index != peers.index
         }
@@ -230,7 +231,9 @@ class PeerRouter:
             self._count(request, "timeout")
             # The owner may still run the step: its client cannot know the state it leaves, so it is discarded.
             if isinstance(request, SequenceStep):
-                asyncio.create_task(self._discard(owner, request), name="peer-discard")
+                discard = asyncio.create_task(self._discard(owner, request), name="peer-discard")
+                self._discards.add(discard)  # held until done: the loop keeps only a weak reference
+                discard.add_done_callback(self._discards.discard)
             raise SequenceLostError(
                 f"worker {owner}, which holds {what}, did not answer within {self.forward_timeout:g} s "
                 "(LSTM_SEQUENCE_FORWARD_TIMEOUT); the sequence is discarded: start it again with sequence_start"
@@ -245,6 +248,10 @@ class PeerRouter:
             await self.clients[owner].call(EndRequest(step.model, step.sequence_id), self.forward_timeout)
 
     async def close(self) -> None:
+        for discard in list(self._discards):  # best effort: one still waiting at shutdown is dropped
+            discard.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await discard
         for client in self.clients.values():
             await client.close()
 
