@@ -338,6 +338,48 @@ def test_one_worker_has_no_router_and_no_peer_socket(tmp_path: Path) -> None:
     asyncio.run(run())
 
 
+def test_a_chunk_whose_forwarder_left_before_its_answer_has_its_sequence_discarded(
+    tmp_path: Path, peer_dir: Path
+) -> None:
+    store = stateful_store(tmp_path / "store")
+    (sequence_id,) = ids_owned_by(0, 1, "orphan")
+
+    async def run() -> None:
+        owner = await open_worker(store, Peers(0, 2, peer_dir))
+        try:
+            plane, server = owner.dataplane, owner.peer_server
+            assert server is not None
+            start = SequenceStep("lstm", None, sequence_id, True, False, sine(3, 0).reshape(-1, 1, 1))
+            await plane.sequence_step(start)
+            entry = plane.sequences.get("lstm", sequence_id)
+            async with entry.lock:  # the forwarded chunk waits here until its forwarder has gone
+                _, writer = await asyncio.open_unix_connection(server.path)
+                step = SequenceStep("lstm", None, sequence_id, False, False, sine(2, 1).reshape(-1, 1, 1))
+                writer.write(encode_request(1, step))
+                await writer.drain()
+                for _ in range(600):  # the owner has read the chunk
+                    if server._connections:
+                        break
+                    await asyncio.sleep(0.05)
+                writer.close()
+                for _ in range(600):  # and seen the connection end
+                    if not server._connections:
+                        break
+                    await asyncio.sleep(0.05)
+                assert not server._connections
+            for _ in range(600):
+                if ("lstm", sequence_id) not in plane.sequences:
+                    break
+                await asyncio.sleep(0.05)
+            # Its client cannot know whether the chunk ran: the next chunk is a 409, not a guess.
+            with pytest.raises(SequenceStateError, match="ended"):
+                await plane.sequence_step(step)
+        finally:
+            await owner.close()
+
+    asyncio.run(run())
+
+
 class FakePeer:
     """A peer socket that records the frames it gets and answers with `reply(frame)` (None: never)."""
 
