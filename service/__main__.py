@@ -16,6 +16,7 @@ from typing import Any
 from service.config import FLAGS, Settings
 from service.http_server import serve
 from service.logs import configure
+from service.peers import Peers, check_directory
 from service.sockets import plain_socket, reserve
 from service.supervisor import Supervisor, WorkerSpec, runner_command
 from training.settings_cli import add_flags, settings_from
@@ -98,6 +99,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         for stale in metrics_dir.glob("*.db"):  # values of a previous run would be summed in
             stale.unlink()
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)  # prometheus_client's own variable
+    peers: Peers | None = None
+    if workers > 1:  # the sockets over which workers forward sequence steps to each other (service/sequence_router.py)
+        peers = Peers(0, workers, Path(tempfile.mkdtemp(prefix="lstm-peers-")))  # mkdtemp: mode 0700, ours alone
+        try:
+            check_directory(peers.directory, workers)
+        except ValueError as exc:
+            shutil.rmtree(peers.directory, ignore_errors=True)
+            sock.close()
+            print(f"lstm-serve: error: {exc}", file=sys.stderr)
+            return 2
     # The workers get this object itself (pickled by spawn), with --workers auto and the metrics folder resolved.
     settings = settings.model_copy(update={"workers": workers, "metrics_dir": metrics_dir})
     options = uvicorn_options(settings, log_config)
@@ -108,12 +119,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log.info("serving on http://%s:%d with 1 worker, in this process", host, port)
                 return serve(sock, settings, options)
             # One runner per lstm-serve: the supervisor's job-runner process runs every job, the workers none.
-            spec = WorkerSpec(host, port, os.getpid(), options, settings.model_copy(update={"job_runner": False}))
+            worker_settings = settings.model_copy(update={"job_runner": False})
+            spec = WorkerSpec(host, port, os.getpid(), options, worker_settings, peers=peers)
             runner = runner_command() if settings.job_runner else None
             return Supervisor(sock, spec, workers, settings.drain_timeout, runner=runner).run()
     finally:
         if owned_metrics_dir and metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+        if peers is not None:
+            shutil.rmtree(peers.directory, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from service.content_type import ContentTypeMiddleware
 from service.errors import ServiceError, status_for
 from service.job_runner import run_jobs
 from service.metrics import MetricsMiddleware
+from service.peers import Peers
 from service.request_id import HEADER as REQUEST_ID_HEADER
 from service.request_id import RequestIdMiddleware, request_id
 from service.responses import error_response
@@ -50,14 +51,15 @@ def _set_torch_threads(threads: int) -> None:
         torch.set_num_interop_threads(1)
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """The service for `settings`; nothing is opened until the lifespan starts."""
+def create_app(settings: Settings, *, peers: Peers | None = None) -> FastAPI:
+    """The service for `settings`; nothing is opened until the lifespan starts. `peers`: this worker's place among
+    the workers of an lstm-serve --workers N (N > 1), which forward sequence steps to each other."""
     _limit_onednn_cache(settings.onednn_cache_capacity)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         _set_torch_threads(settings.torch_threads)
-        components = await Components.open(settings)
+        components = await Components.open(settings, peers)
         await components.poller.refresh()
         if not components.dataplane.ready:
             log.warning(components.dataplane.not_ready_message())

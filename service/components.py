@@ -13,9 +13,11 @@ from service.job_gauges import JobGauges
 from service.job_queue import JobQueue
 from service.job_runner import JobWork
 from service.jobs import JobStore
+from service.peers import Peers
 from service.poller import Poller
 from service.predictor import Predictor
 from service.repository import Repository
+from service.sequence_router import PeerRouter, PeerServer
 
 
 @dataclass
@@ -30,21 +32,38 @@ class Components:
     job_gauges: JobGauges
     job_work: JobWork | None = None  # set by the lifespan (service.job_runner.run_jobs)
     open_streams: int = 0  # WebSocket streams open in this worker (routes/stream.py, bounded by max_streams)
+    peer_server: PeerServer | None = None  # with several workers: answers the steps the others forward here
 
     @classmethod
-    async def open(cls, settings: Settings) -> Components:
-        """Open the store and the job database; no model is loaded until the first `poller.refresh()`."""
+    async def open(cls, settings: Settings, peers: Peers | None = None) -> Components:
+        """Open the store and the job database; no model is loaded until the first `poller.refresh()`.
+
+        With `peers` (one worker of several), sequence steps go through a PeerRouter to the worker that owns
+        the sequence, and this worker listens for the steps forwarded to it; alone, there is no router at all."""
         store = model_store.ModelStore(settings.store_dir)
         predictor = Predictor(store, settings.version_cache)
         poller = Poller(predictor, settings.poll_interval)
         jobs = await asyncio.to_thread(JobStore, settings.store_dir)
+        dataplane = DataPlane(settings, store, predictor)
+        peer_server = None
+        if peers is not None:
+            router = PeerRouter(
+                dataplane,
+                peers,
+                forward_timeout=settings.sequence_forward_timeout,
+                connect_timeout=settings.sequence_connect_timeout,
+            )
+            dataplane.router = router
+            peer_server = PeerServer(router, max_body=4 * settings.max_elements)  # float32 samples
+            await peer_server.start()
         return cls(
             settings=settings,
-            dataplane=DataPlane(settings, store, predictor),
+            dataplane=dataplane,
             repository=Repository(store, predictor, poller.refresh),
             poller=poller,
             jobs=jobs,
             job_gauges=JobGauges(jobs),
+            peer_server=peer_server,
         )
 
     @property
@@ -58,4 +77,7 @@ class Components:
             self.job_work.wake()
 
     async def close(self) -> None:
+        if self.peer_server is not None:
+            await self.peer_server.close()
+            await self.peer_server.router.close()
         await self.dataplane.close()

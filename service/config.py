@@ -165,6 +165,17 @@ class Settings(BaseSettings):
         description="open WebSocket streams (WS /v2/models/{name}/stream) per worker; the handshake is refused with"
         " HTTP 429 above (0: no streams)",
     )
+    sequence_forward_timeout: float = Field(
+        30.0,
+        gt=0,
+        le=600,
+        description="seconds a worker waits for the worker that owns a sequence to answer a step it forwarded "
+        "(--workers N > 1); past it the step is a 503 and the sequence is discarded, as its client cannot know "
+        "whether the step was applied",
+    )
+    sequence_connect_timeout: float = Field(
+        2.0, gt=0, le=60, description="seconds a worker waits to connect to the worker that owns a sequence"
+    )
     metrics_dir: Path | None = Field(
         None, description="prometheus multiprocess folder; lstm-serve sets one when --workers > 1"
     )

@@ -70,6 +70,12 @@ SEQUENCE_BATCH_SIZE = Histogram(
     ["model"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096),
 )
+FORWARDED_STEPS = Counter(
+    "lstm_sequence_forwarded_steps_total",
+    "sequence steps a worker forwarded to the worker that owns the sequence (--workers N > 1), by outcome: ok, error "
+    "(the owner's 4xx/5xx), unreachable, lost (the connection broke mid-step), timeout",
+    ["outcome"],
+)
 SWAPS = Counter("lstm_model_swaps_total", "times a worker switched the version it serves", ["model"])
 STREAMS_OPEN = Gauge("lstm_streams_open", "open WebSocket streams (one sequence each)", multiprocess_mode="livesum")
 STREAM_CLOSES = Counter(

@@ -42,7 +42,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection, wait
 from types import FrameType
 from typing import Any, Protocol
@@ -50,6 +50,7 @@ from typing import Any, Protocol
 from service.config import Settings
 from service.http_server import STARTUP_FAILURE, serve
 from service.logs import configure
+from service.peers import Peers
 from service.sockets import worker_socket
 
 log = logging.getLogger("service.supervisor")
@@ -178,6 +179,7 @@ class WorkerSpec:
     supervisor: int  # pid of the process the worker must not outlive
     options: dict[str, Any]  # uvicorn.Config keyword arguments
     settings: Settings  # resolved by lstm-serve (flags over LSTM_ variables, --workers auto worked out)
+    peers: Peers | None = None  # with several workers: this worker's place among them (set per slot by the supervisor)
 
 
 def worker_main(spec: WorkerSpec, ready: Connection) -> None:
@@ -195,7 +197,7 @@ def worker_main(spec: WorkerSpec, ready: Connection) -> None:
             ready.send_bytes(READY)
             ready.close()
 
-    sys.exit(serve(sock, spec.settings, spec.options, on_started=started))
+    sys.exit(serve(sock, spec.settings, spec.options, on_started=started, peers=spec.peers))
 
 
 def _send(process: Child, signum: int) -> None:
@@ -223,6 +225,7 @@ class Slot:
     ever_ready: bool = False  # some worker of this slot has accepted connections
     backoff: float = FIRST_BACKOFF
     restart_at: float | None = None
+    starts: int = 0  # processes started in this place so far
 
     @property
     def label(self) -> str:
@@ -295,8 +298,12 @@ class Supervisor:
             return
         context = multiprocessing.get_context("spawn")
         reader, writer = context.Pipe(duplex=False)
-        process = context.Process(target=worker_main, args=(self.spec, writer), name=f"lstm-serve-worker-{slot.index}")
+        spec = self.spec
+        if spec.peers is not None:  # its place, and how many held it before it (a restart lost their sequences)
+            spec = replace(spec, peers=spec.peers.at(slot.index, slot.starts))
+        process = context.Process(target=worker_main, args=(spec, writer), name=f"lstm-serve-worker-{slot.index}")
         process.start()
+        slot.starts += 1
         writer.close()  # the worker holds the only write end: its exit closes the pipe
         slot.process, slot.ready, slot.started_at, slot.restart_at = process, reader, time.monotonic(), None
         log.info("worker %d started (pid %s)", slot.index, process.pid)

@@ -283,7 +283,7 @@ import sys
 if "--multiprocessing-fork" in sys.argv:
     import service.app
 
-    def create_app(settings):
+    def create_app(settings, **options):
         raise ValueError("this worker's app cannot be built")
 
     service.app.create_app = create_app
