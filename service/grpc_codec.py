@@ -47,8 +47,9 @@ def header_of(request: pb.ModelInferRequest) -> dict[str, Any]:
     header: dict[str, Any] = {
         "inputs": [
             {
-                "name": tensor.name,
-                "datatype": tensor.datatype or None,  # proto3 cannot tell empty from missing: "missing or null"
+                # proto3 cannot tell an empty string from a missing one: both are "missing or null".
+                "name": tensor.name or None,
+                "datatype": tensor.datatype or None,
                 "shape": list(tensor.shape),
                 "parameters": parameters_of(tensor.parameters),
             }

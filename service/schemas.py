@@ -212,6 +212,10 @@ class RepositoryIndexRequest(BaseModel):
     ready: bool = Field(False, description="only the versions this worker has loaded")
 
 
+class RepositoryChange(BaseModel):
+    """POST /v2/repository/models/{name}/load (and unload): an empty object once done."""
+
+
 class RepositoryModel(BaseModel):
     """One version in POST /v2/repository/index."""
 
