@@ -63,7 +63,12 @@ grpc-gen: install
 		--mypy_out=. --mypy_grpc_out=. $(GRPC_PROTO)
 	sed -i 's/^DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(/from service.grpc_proto.pool import POOL as _POOL\nDESCRIPTOR = _POOL.AddSerializedFile(/' \
 		service/grpc_proto/inference_pb2.py
-	$(BIN)/ruff format service/grpc_proto
+	# The light client's copy of the messages (it imports nothing of ours), in its own private pool.
+	PATH="$(BIN):$$PATH" $(BIN)/python -m grpc_tools.protoc -I service/grpc_proto \
+		--python_out=clients/python/lstm_client/_grpc --mypy_out=clients/python/lstm_client/_grpc inference.proto
+	sed -i 's/^DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(/from lstm_client._grpc.pool import POOL as _POOL\nDESCRIPTOR = _POOL.AddSerializedFile(/' \
+		clients/python/lstm_client/_grpc/inference_pb2.py
+	$(BIN)/ruff format service/grpc_proto clients/python/lstm_client/_grpc
 
 lint: install
 	$(BIN)/ruff check .

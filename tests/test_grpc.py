@@ -235,6 +235,21 @@ def test_metrics_count_grpc_calls_by_method_and_code(stub: pb_grpc.GRPCInference
     assert 'lstm_grpc_request_duration_seconds_bucket{code="OK",le="0.0005",method="ServerReady"}' in text
 
 
+def test_the_light_clients_grpc_client_predicts_as_the_http_one(target: str, rest: str) -> None:
+    from lstm_client import Client, GrpcClient, NotFoundError
+
+    with GrpcClient(target) as client, Client(rest) as http:
+        assert client.live() and client.ready()
+        assert client.model_metadata()["versions"] == ["1", "2"]
+        answer = client.prediction(X, version=1)
+        assert (answer.model, answer.version) == ("lstm", 1)
+        np.testing.assert_allclose(answer.outputs, http.predict(X, version=1), rtol=0, atol=1e-6)
+        np.testing.assert_allclose(client.predict(X), http.predict(X, binary=True), rtol=0, atol=1e-6)
+        with pytest.raises(NotFoundError, match="model 'nope' not found") as raised:
+            client.predict(X, model="nope")
+        assert raised.value.status == 404
+
+
 # ---- every bad input gets the matching status -------------------------------------------------------------
 
 

@@ -217,9 +217,7 @@ class ServerMetadataResponse(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal[
-        "extensions", b"extensions", "name", b"name", "version", b"version"
-    ]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["extensions", b"extensions", "name", b"name", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -301,9 +299,7 @@ class ModelMetadataResponse(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal[
-        "inputs", b"inputs", "name", b"name", "outputs", b"outputs", "platform", b"platform", "versions", b"versions"
-    ]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["inputs", b"inputs", "name", b"name", "outputs", b"outputs", "platform", b"platform", "versions", b"versions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -334,43 +330,13 @@ class InferParameter(_message.Message):
         double_param: _builtins.float = ...,
         uint64_param: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal[
-        "bool_param",
-        b"bool_param",
-        "double_param",
-        b"double_param",
-        "int64_param",
-        b"int64_param",
-        "parameter_choice",
-        b"parameter_choice",
-        "string_param",
-        b"string_param",
-        "uint64_param",
-        b"uint64_param",
-    ]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bool_param", b"bool_param", "double_param", b"double_param", "int64_param", b"int64_param", "parameter_choice", b"parameter_choice", "string_param", b"string_param", "uint64_param", b"uint64_param"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal[
-        "bool_param",
-        b"bool_param",
-        "double_param",
-        b"double_param",
-        "int64_param",
-        b"int64_param",
-        "parameter_choice",
-        b"parameter_choice",
-        "string_param",
-        b"string_param",
-        "uint64_param",
-        b"uint64_param",
-    ]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bool_param", b"bool_param", "double_param", b"double_param", "int64_param", b"int64_param", "parameter_choice", b"parameter_choice", "string_param", b"string_param", "uint64_param", b"uint64_param"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_parameter_choice: _TypeAlias = _typing.Literal[
-        "bool_param", "int64_param", "string_param", "double_param", "uint64_param"
-    ]  # noqa: Y015
+    _WhichOneofReturnType_parameter_choice: _TypeAlias = _typing.Literal["bool_param", "int64_param", "string_param", "double_param", "uint64_param"]  # noqa: Y015
     _WhichOneofArgType_parameter_choice: _TypeAlias = _typing.Literal["parameter_choice", b"parameter_choice"]  # noqa: Y015
-    def WhichOneof(
-        self, oneof_group: _WhichOneofArgType_parameter_choice
-    ) -> _WhichOneofReturnType_parameter_choice | None: ...
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_parameter_choice) -> _WhichOneofReturnType_parameter_choice | None: ...
 
 Global___InferParameter: _TypeAlias = InferParameter  # noqa: Y015
 
@@ -416,24 +382,7 @@ class InferTensorContents(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal[
-        "bool_contents",
-        b"bool_contents",
-        "bytes_contents",
-        b"bytes_contents",
-        "fp32_contents",
-        b"fp32_contents",
-        "fp64_contents",
-        b"fp64_contents",
-        "int64_contents",
-        b"int64_contents",
-        "int_contents",
-        b"int_contents",
-        "uint64_contents",
-        b"uint64_contents",
-        "uint_contents",
-        b"uint_contents",
-    ]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bool_contents", b"bool_contents", "bytes_contents", b"bytes_contents", "fp32_contents", b"fp32_contents", "fp64_contents", b"fp64_contents", "int64_contents", b"int64_contents", "int_contents", b"int_contents", "uint64_contents", b"uint64_contents", "uint_contents", b"uint_contents"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -494,18 +443,7 @@ class ModelInferRequest(_message.Message):
         ) -> None: ...
         _HasFieldArgType: _TypeAlias = _typing.Literal["contents", b"contents"]  # noqa: Y015
         def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-        _ClearFieldArgType: _TypeAlias = _typing.Literal[
-            "contents",
-            b"contents",
-            "datatype",
-            b"datatype",
-            "name",
-            b"name",
-            "parameters",
-            b"parameters",
-            "shape",
-            b"shape",
-        ]  # noqa: Y015
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["contents", b"contents", "datatype", b"datatype", "name", b"name", "parameters", b"parameters", "shape", b"shape"]  # noqa: Y015
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -588,9 +526,7 @@ class ModelInferRequest(_message.Message):
     @_builtins.property
     def inputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelInferRequest.InferInputTensor]: ...
     @_builtins.property
-    def outputs(
-        self,
-    ) -> _containers.RepeatedCompositeFieldContainer[Global___ModelInferRequest.InferRequestedOutputTensor]: ...
+    def outputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelInferRequest.InferRequestedOutputTensor]: ...
     @_builtins.property
     def raw_input_contents(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """One entry per input, in order: the tensor's little-endian bytes, row-major."""
@@ -608,22 +544,7 @@ class ModelInferRequest(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal[
-        "id",
-        b"id",
-        "inputs",
-        b"inputs",
-        "model_name",
-        b"model_name",
-        "model_version",
-        b"model_version",
-        "outputs",
-        b"outputs",
-        "parameters",
-        b"parameters",
-        "raw_input_contents",
-        b"raw_input_contents",
-    ]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "inputs", b"inputs", "model_name", b"model_name", "model_version", b"model_version", "outputs", b"outputs", "parameters", b"parameters", "raw_input_contents", b"raw_input_contents"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -682,18 +603,7 @@ class ModelInferResponse(_message.Message):
         ) -> None: ...
         _HasFieldArgType: _TypeAlias = _typing.Literal["contents", b"contents"]  # noqa: Y015
         def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-        _ClearFieldArgType: _TypeAlias = _typing.Literal[
-            "contents",
-            b"contents",
-            "datatype",
-            b"datatype",
-            "name",
-            b"name",
-            "parameters",
-            b"parameters",
-            "shape",
-            b"shape",
-        ]  # noqa: Y015
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["contents", b"contents", "datatype", b"datatype", "name", b"name", "parameters", b"parameters", "shape", b"shape"]  # noqa: Y015
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -747,20 +657,7 @@ class ModelInferResponse(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal[
-        "id",
-        b"id",
-        "model_name",
-        b"model_name",
-        "model_version",
-        b"model_version",
-        "outputs",
-        b"outputs",
-        "parameters",
-        b"parameters",
-        "raw_output_contents",
-        b"raw_output_contents",
-    ]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "model_name", b"model_name", "model_version", b"model_version", "outputs", b"outputs", "parameters", b"parameters", "raw_output_contents", b"raw_output_contents"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -784,9 +681,7 @@ class ModelStreamInferResponse(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["infer_response", b"infer_response"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal[
-        "error_message", b"error_message", "infer_response", b"infer_response"
-    ]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error_message", b"error_message", "infer_response", b"infer_response"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -860,19 +755,13 @@ class ModelVersionPolicy(_message.Message):
         all: Global___ModelVersionPolicy.All | None = ...,
         specific: Global___ModelVersionPolicy.Specific | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal[
-        "all", b"all", "latest", b"latest", "policy_choice", b"policy_choice", "specific", b"specific"
-    ]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["all", b"all", "latest", b"latest", "policy_choice", b"policy_choice", "specific", b"specific"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal[
-        "all", b"all", "latest", b"latest", "policy_choice", b"policy_choice", "specific", b"specific"
-    ]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all", b"all", "latest", b"latest", "policy_choice", b"policy_choice", "specific", b"specific"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_policy_choice: _TypeAlias = _typing.Literal["latest", "all", "specific"]  # noqa: Y015
     _WhichOneofArgType_policy_choice: _TypeAlias = _typing.Literal["policy_choice", b"policy_choice"]  # noqa: Y015
-    def WhichOneof(
-        self, oneof_group: _WhichOneofArgType_policy_choice
-    ) -> _WhichOneofReturnType_policy_choice | None: ...
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_policy_choice) -> _WhichOneofReturnType_policy_choice | None: ...
 
 Global___ModelVersionPolicy: _TypeAlias = ModelVersionPolicy  # noqa: Y015
 
@@ -963,22 +852,7 @@ class ModelConfig(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["version_policy", b"version_policy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal[
-        "backend",
-        b"backend",
-        "input",
-        b"input",
-        "max_batch_size",
-        b"max_batch_size",
-        "name",
-        b"name",
-        "output",
-        b"output",
-        "platform",
-        b"platform",
-        "version_policy",
-        b"version_policy",
-    ]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "input", b"input", "max_batch_size", b"max_batch_size", "name", b"name", "output", b"output", "platform", b"platform", "version_policy", b"version_policy"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1115,43 +989,9 @@ class InferStatistics(_message.Message):
         cache_hit: Global___StatisticDuration | None = ...,
         cache_miss: Global___StatisticDuration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal[
-        "cache_hit",
-        b"cache_hit",
-        "cache_miss",
-        b"cache_miss",
-        "compute_infer",
-        b"compute_infer",
-        "compute_input",
-        b"compute_input",
-        "compute_output",
-        b"compute_output",
-        "fail",
-        b"fail",
-        "queue",
-        b"queue",
-        "success",
-        b"success",
-    ]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cache_hit", b"cache_hit", "cache_miss", b"cache_miss", "compute_infer", b"compute_infer", "compute_input", b"compute_input", "compute_output", b"compute_output", "fail", b"fail", "queue", b"queue", "success", b"success"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal[
-        "cache_hit",
-        b"cache_hit",
-        "cache_miss",
-        b"cache_miss",
-        "compute_infer",
-        b"compute_infer",
-        "compute_input",
-        b"compute_input",
-        "compute_output",
-        b"compute_output",
-        "fail",
-        b"fail",
-        "queue",
-        b"queue",
-        "success",
-        b"success",
-    ]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_hit", b"cache_hit", "cache_miss", b"cache_miss", "compute_infer", b"compute_infer", "compute_input", b"compute_input", "compute_output", b"compute_output", "fail", b"fail", "queue", b"queue", "success", b"success"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1180,20 +1020,9 @@ class InferBatchStatistics(_message.Message):
         compute_infer: Global___StatisticDuration | None = ...,
         compute_output: Global___StatisticDuration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal[
-        "compute_infer", b"compute_infer", "compute_input", b"compute_input", "compute_output", b"compute_output"
-    ]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["compute_infer", b"compute_infer", "compute_input", b"compute_input", "compute_output", b"compute_output"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal[
-        "batch_size",
-        b"batch_size",
-        "compute_infer",
-        b"compute_infer",
-        "compute_input",
-        b"compute_input",
-        "compute_output",
-        b"compute_output",
-    ]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_size", b"batch_size", "compute_infer", b"compute_infer", "compute_input", b"compute_input", "compute_output", b"compute_output"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1235,22 +1064,7 @@ class ModelStatistics(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["inference_stats", b"inference_stats"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal[
-        "batch_stats",
-        b"batch_stats",
-        "execution_count",
-        b"execution_count",
-        "inference_count",
-        b"inference_count",
-        "inference_stats",
-        b"inference_stats",
-        "last_inference",
-        b"last_inference",
-        "name",
-        b"name",
-        "version",
-        b"version",
-    ]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_stats", b"batch_stats", "execution_count", b"execution_count", "inference_count", b"inference_count", "inference_stats", b"inference_stats", "last_inference", b"last_inference", "name", b"name", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1298,39 +1112,13 @@ class ModelRepositoryParameter(_message.Message):
         string_param: _builtins.str = ...,
         bytes_param: _builtins.bytes = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal[
-        "bool_param",
-        b"bool_param",
-        "bytes_param",
-        b"bytes_param",
-        "int64_param",
-        b"int64_param",
-        "parameter_choice",
-        b"parameter_choice",
-        "string_param",
-        b"string_param",
-    ]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bool_param", b"bool_param", "bytes_param", b"bytes_param", "int64_param", b"int64_param", "parameter_choice", b"parameter_choice", "string_param", b"string_param"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal[
-        "bool_param",
-        b"bool_param",
-        "bytes_param",
-        b"bytes_param",
-        "int64_param",
-        b"int64_param",
-        "parameter_choice",
-        b"parameter_choice",
-        "string_param",
-        b"string_param",
-    ]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bool_param", b"bool_param", "bytes_param", b"bytes_param", "int64_param", b"int64_param", "parameter_choice", b"parameter_choice", "string_param", b"string_param"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_parameter_choice: _TypeAlias = _typing.Literal[
-        "bool_param", "int64_param", "string_param", "bytes_param"
-    ]  # noqa: Y015
+    _WhichOneofReturnType_parameter_choice: _TypeAlias = _typing.Literal["bool_param", "int64_param", "string_param", "bytes_param"]  # noqa: Y015
     _WhichOneofArgType_parameter_choice: _TypeAlias = _typing.Literal["parameter_choice", b"parameter_choice"]  # noqa: Y015
-    def WhichOneof(
-        self, oneof_group: _WhichOneofArgType_parameter_choice
-    ) -> _WhichOneofReturnType_parameter_choice | None: ...
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_parameter_choice) -> _WhichOneofReturnType_parameter_choice | None: ...
 
 Global___ModelRepositoryParameter: _TypeAlias = ModelRepositoryParameter  # noqa: Y015
 
@@ -1382,9 +1170,7 @@ class RepositoryIndexResponse(_message.Message):
         ) -> None: ...
         _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
         def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-        _ClearFieldArgType: _TypeAlias = _typing.Literal[
-            "name", b"name", "reason", b"reason", "state", b"state", "version", b"version"
-        ]  # noqa: Y015
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "reason", b"reason", "state", b"state", "version", b"version"]  # noqa: Y015
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1445,9 +1231,7 @@ class RepositoryModelLoadRequest(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal[
-        "model_name", b"model_name", "parameters", b"parameters", "repository_name", b"repository_name"
-    ]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_name", b"model_name", "parameters", b"parameters", "repository_name", b"repository_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1509,9 +1293,7 @@ class RepositoryModelUnloadRequest(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal[
-        "model_name", b"model_name", "parameters", b"parameters", "repository_name", b"repository_name"
-    ]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_name", b"model_name", "parameters", b"parameters", "repository_name", b"repository_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -29,6 +29,7 @@ else:
 _T = _typing.TypeVar("_T")
 
 class _MaybeAsyncIterator(_abc.AsyncIterator[_T], _abc.Iterator[_T], metaclass=_abc_1.ABCMeta): ...
+
 class _ServicerContext(_grpc.ServicerContext, _aio.ServicerContext):  # type: ignore[misc, type-arg]
     ...
 
@@ -43,30 +44,16 @@ class GRPCInferenceServiceStub:
     ServerLive: _grpc.UnaryUnaryMultiCallable[_inference_pb2.ServerLiveRequest, _inference_pb2.ServerLiveResponse]
     ServerReady: _grpc.UnaryUnaryMultiCallable[_inference_pb2.ServerReadyRequest, _inference_pb2.ServerReadyResponse]
     ModelReady: _grpc.UnaryUnaryMultiCallable[_inference_pb2.ModelReadyRequest, _inference_pb2.ModelReadyResponse]
-    ServerMetadata: _grpc.UnaryUnaryMultiCallable[
-        _inference_pb2.ServerMetadataRequest, _inference_pb2.ServerMetadataResponse
-    ]
-    ModelMetadata: _grpc.UnaryUnaryMultiCallable[
-        _inference_pb2.ModelMetadataRequest, _inference_pb2.ModelMetadataResponse
-    ]
+    ServerMetadata: _grpc.UnaryUnaryMultiCallable[_inference_pb2.ServerMetadataRequest, _inference_pb2.ServerMetadataResponse]
+    ModelMetadata: _grpc.UnaryUnaryMultiCallable[_inference_pb2.ModelMetadataRequest, _inference_pb2.ModelMetadataResponse]
     ModelInfer: _grpc.UnaryUnaryMultiCallable[_inference_pb2.ModelInferRequest, _inference_pb2.ModelInferResponse]
-    ModelStreamInfer: _grpc.StreamStreamMultiCallable[
-        _inference_pb2.ModelInferRequest, _inference_pb2.ModelStreamInferResponse
-    ]
+    ModelStreamInfer: _grpc.StreamStreamMultiCallable[_inference_pb2.ModelInferRequest, _inference_pb2.ModelStreamInferResponse]
     """Triton's streaming extension: one response per request, in order; errors in the stream, not as its status."""
     ModelConfig: _grpc.UnaryUnaryMultiCallable[_inference_pb2.ModelConfigRequest, _inference_pb2.ModelConfigResponse]
-    ModelStatistics: _grpc.UnaryUnaryMultiCallable[
-        _inference_pb2.ModelStatisticsRequest, _inference_pb2.ModelStatisticsResponse
-    ]
-    RepositoryIndex: _grpc.UnaryUnaryMultiCallable[
-        _inference_pb2.RepositoryIndexRequest, _inference_pb2.RepositoryIndexResponse
-    ]
-    RepositoryModelLoad: _grpc.UnaryUnaryMultiCallable[
-        _inference_pb2.RepositoryModelLoadRequest, _inference_pb2.RepositoryModelLoadResponse
-    ]
-    RepositoryModelUnload: _grpc.UnaryUnaryMultiCallable[
-        _inference_pb2.RepositoryModelUnloadRequest, _inference_pb2.RepositoryModelUnloadResponse
-    ]
+    ModelStatistics: _grpc.UnaryUnaryMultiCallable[_inference_pb2.ModelStatisticsRequest, _inference_pb2.ModelStatisticsResponse]
+    RepositoryIndex: _grpc.UnaryUnaryMultiCallable[_inference_pb2.RepositoryIndexRequest, _inference_pb2.RepositoryIndexResponse]
+    RepositoryModelLoad: _grpc.UnaryUnaryMultiCallable[_inference_pb2.RepositoryModelLoadRequest, _inference_pb2.RepositoryModelLoadResponse]
+    RepositoryModelUnload: _grpc.UnaryUnaryMultiCallable[_inference_pb2.RepositoryModelUnloadRequest, _inference_pb2.RepositoryModelUnloadResponse]
 
 @_typing.type_check_only
 class GRPCInferenceServiceAsyncStub(GRPCInferenceServiceStub):
@@ -74,30 +61,16 @@ class GRPCInferenceServiceAsyncStub(GRPCInferenceServiceStub):
     ServerLive: _aio.UnaryUnaryMultiCallable[_inference_pb2.ServerLiveRequest, _inference_pb2.ServerLiveResponse]  # type: ignore[assignment]
     ServerReady: _aio.UnaryUnaryMultiCallable[_inference_pb2.ServerReadyRequest, _inference_pb2.ServerReadyResponse]  # type: ignore[assignment]
     ModelReady: _aio.UnaryUnaryMultiCallable[_inference_pb2.ModelReadyRequest, _inference_pb2.ModelReadyResponse]  # type: ignore[assignment]
-    ServerMetadata: _aio.UnaryUnaryMultiCallable[
-        _inference_pb2.ServerMetadataRequest, _inference_pb2.ServerMetadataResponse
-    ]  # type: ignore[assignment]
-    ModelMetadata: _aio.UnaryUnaryMultiCallable[
-        _inference_pb2.ModelMetadataRequest, _inference_pb2.ModelMetadataResponse
-    ]  # type: ignore[assignment]
+    ServerMetadata: _aio.UnaryUnaryMultiCallable[_inference_pb2.ServerMetadataRequest, _inference_pb2.ServerMetadataResponse]  # type: ignore[assignment]
+    ModelMetadata: _aio.UnaryUnaryMultiCallable[_inference_pb2.ModelMetadataRequest, _inference_pb2.ModelMetadataResponse]  # type: ignore[assignment]
     ModelInfer: _aio.UnaryUnaryMultiCallable[_inference_pb2.ModelInferRequest, _inference_pb2.ModelInferResponse]  # type: ignore[assignment]
-    ModelStreamInfer: _aio.StreamStreamMultiCallable[
-        _inference_pb2.ModelInferRequest, _inference_pb2.ModelStreamInferResponse
-    ]  # type: ignore[assignment]
+    ModelStreamInfer: _aio.StreamStreamMultiCallable[_inference_pb2.ModelInferRequest, _inference_pb2.ModelStreamInferResponse]  # type: ignore[assignment]
     """Triton's streaming extension: one response per request, in order; errors in the stream, not as its status."""
     ModelConfig: _aio.UnaryUnaryMultiCallable[_inference_pb2.ModelConfigRequest, _inference_pb2.ModelConfigResponse]  # type: ignore[assignment]
-    ModelStatistics: _aio.UnaryUnaryMultiCallable[
-        _inference_pb2.ModelStatisticsRequest, _inference_pb2.ModelStatisticsResponse
-    ]  # type: ignore[assignment]
-    RepositoryIndex: _aio.UnaryUnaryMultiCallable[
-        _inference_pb2.RepositoryIndexRequest, _inference_pb2.RepositoryIndexResponse
-    ]  # type: ignore[assignment]
-    RepositoryModelLoad: _aio.UnaryUnaryMultiCallable[
-        _inference_pb2.RepositoryModelLoadRequest, _inference_pb2.RepositoryModelLoadResponse
-    ]  # type: ignore[assignment]
-    RepositoryModelUnload: _aio.UnaryUnaryMultiCallable[
-        _inference_pb2.RepositoryModelUnloadRequest, _inference_pb2.RepositoryModelUnloadResponse
-    ]  # type: ignore[assignment]
+    ModelStatistics: _aio.UnaryUnaryMultiCallable[_inference_pb2.ModelStatisticsRequest, _inference_pb2.ModelStatisticsResponse]  # type: ignore[assignment]
+    RepositoryIndex: _aio.UnaryUnaryMultiCallable[_inference_pb2.RepositoryIndexRequest, _inference_pb2.RepositoryIndexResponse]  # type: ignore[assignment]
+    RepositoryModelLoad: _aio.UnaryUnaryMultiCallable[_inference_pb2.RepositoryModelLoadRequest, _inference_pb2.RepositoryModelLoadResponse]  # type: ignore[assignment]
+    RepositoryModelUnload: _aio.UnaryUnaryMultiCallable[_inference_pb2.RepositoryModelUnloadRequest, _inference_pb2.RepositoryModelUnloadResponse]  # type: ignore[assignment]
 
 class GRPCInferenceServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -106,47 +79,48 @@ class GRPCInferenceServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _inference_pb2.ServerLiveRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_inference_pb2.ServerLiveResponse, _abc.Awaitable[_inference_pb2.ServerLiveResponse]]: ...
+
     @_abc_1.abstractmethod
     def ServerReady(
         self,
         request: _inference_pb2.ServerReadyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_inference_pb2.ServerReadyResponse, _abc.Awaitable[_inference_pb2.ServerReadyResponse]]: ...
+
     @_abc_1.abstractmethod
     def ModelReady(
         self,
         request: _inference_pb2.ModelReadyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_inference_pb2.ModelReadyResponse, _abc.Awaitable[_inference_pb2.ModelReadyResponse]]: ...
+
     @_abc_1.abstractmethod
     def ServerMetadata(
         self,
         request: _inference_pb2.ServerMetadataRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[
-        _inference_pb2.ServerMetadataResponse, _abc.Awaitable[_inference_pb2.ServerMetadataResponse]
-    ]: ...
+    ) -> _typing.Union[_inference_pb2.ServerMetadataResponse, _abc.Awaitable[_inference_pb2.ServerMetadataResponse]]: ...
+
     @_abc_1.abstractmethod
     def ModelMetadata(
         self,
         request: _inference_pb2.ModelMetadataRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_inference_pb2.ModelMetadataResponse, _abc.Awaitable[_inference_pb2.ModelMetadataResponse]]: ...
+
     @_abc_1.abstractmethod
     def ModelInfer(
         self,
         request: _inference_pb2.ModelInferRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_inference_pb2.ModelInferResponse, _abc.Awaitable[_inference_pb2.ModelInferResponse]]: ...
+
     @_abc_1.abstractmethod
     def ModelStreamInfer(
         self,
         request_iterator: _MaybeAsyncIterator[_inference_pb2.ModelInferRequest],
         context: _ServicerContext,
-    ) -> _typing.Union[
-        _abc.Iterator[_inference_pb2.ModelStreamInferResponse],
-        _abc.AsyncIterator[_inference_pb2.ModelStreamInferResponse],
-    ]:
+    ) -> _typing.Union[_abc.Iterator[_inference_pb2.ModelStreamInferResponse], _abc.AsyncIterator[_inference_pb2.ModelStreamInferResponse]]:
         """Triton's streaming extension: one response per request, in order; errors in the stream, not as its status."""
 
     @_abc_1.abstractmethod
@@ -155,39 +129,33 @@ class GRPCInferenceServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _inference_pb2.ModelConfigRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_inference_pb2.ModelConfigResponse, _abc.Awaitable[_inference_pb2.ModelConfigResponse]]: ...
+
     @_abc_1.abstractmethod
     def ModelStatistics(
         self,
         request: _inference_pb2.ModelStatisticsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[
-        _inference_pb2.ModelStatisticsResponse, _abc.Awaitable[_inference_pb2.ModelStatisticsResponse]
-    ]: ...
+    ) -> _typing.Union[_inference_pb2.ModelStatisticsResponse, _abc.Awaitable[_inference_pb2.ModelStatisticsResponse]]: ...
+
     @_abc_1.abstractmethod
     def RepositoryIndex(
         self,
         request: _inference_pb2.RepositoryIndexRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[
-        _inference_pb2.RepositoryIndexResponse, _abc.Awaitable[_inference_pb2.RepositoryIndexResponse]
-    ]: ...
+    ) -> _typing.Union[_inference_pb2.RepositoryIndexResponse, _abc.Awaitable[_inference_pb2.RepositoryIndexResponse]]: ...
+
     @_abc_1.abstractmethod
     def RepositoryModelLoad(
         self,
         request: _inference_pb2.RepositoryModelLoadRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[
-        _inference_pb2.RepositoryModelLoadResponse, _abc.Awaitable[_inference_pb2.RepositoryModelLoadResponse]
-    ]: ...
+    ) -> _typing.Union[_inference_pb2.RepositoryModelLoadResponse, _abc.Awaitable[_inference_pb2.RepositoryModelLoadResponse]]: ...
+
     @_abc_1.abstractmethod
     def RepositoryModelUnload(
         self,
         request: _inference_pb2.RepositoryModelUnloadRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[
-        _inference_pb2.RepositoryModelUnloadResponse, _abc.Awaitable[_inference_pb2.RepositoryModelUnloadResponse]
-    ]: ...
+    ) -> _typing.Union[_inference_pb2.RepositoryModelUnloadResponse, _abc.Awaitable[_inference_pb2.RepositoryModelUnloadResponse]]: ...
 
-def add_GRPCInferenceServiceServicer_to_server(
-    servicer: GRPCInferenceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]
-) -> None: ...
+def add_GRPCInferenceServiceServicer_to_server(servicer: GRPCInferenceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
