@@ -14,10 +14,10 @@ from model_store.errors import (
     VersionNotFoundError,
     storage_error,
 )
-from model_store.manifest import Manifest, TensorSpec, sequence_spec
+from model_store.manifest import Manifest, SequenceSupport, TensorSpec, sequence_spec
 from model_store.names import MAX_VERSION, NAME_PATTERN, check_name, check_version, is_version_text
 from model_store.store import PRODUCTION, LoadedModel, ModelReport, ModelStore, Scan, sha256_hex
-from model_store.torchscript import ScriptModule, from_bytes, script, to_bytes
+from model_store.torchscript import ScriptModule, export_method, from_bytes, has_method, script, to_bytes
 
 __all__ = [
     "MAX_VERSION",
@@ -35,6 +35,7 @@ __all__ = [
     "ModelStore",
     "Scan",
     "ScriptModule",
+    "SequenceSupport",
     "StorageError",
     "StorageFullError",
     "StoreError",
@@ -44,8 +45,10 @@ __all__ = [
     "check_name",
     "check_version",
     "cpu_budget",
+    "export_method",
     "idle_cores",
     "from_bytes",
+    "has_method",
     "is_version_text",
     "script",
     "sequence_spec",

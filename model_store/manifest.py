@@ -34,11 +34,38 @@ def sequence_spec(name: str, features: int) -> TensorSpec:
 
 
 @dataclass(frozen=True)
+class SequenceSupport:
+    """How a version carries the LSTM's state between chunks: `method(x, h, c) -> (y, h_n, c_n)`.
+
+    x is (seq, batch, input), h and c are (num_layers, batch, hidden_size); `parity_max_abs_diff` is the
+    worst difference between chunked and one-shot outputs measured at export.
+    """
+
+    method: str
+    num_layers: int
+    hidden_size: int
+    parity_max_abs_diff: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> SequenceSupport:
+        return cls(
+            method=str(raw["method"]),
+            num_layers=int(raw["num_layers"]),
+            hidden_size=int(raw["hidden_size"]),
+            parity_max_abs_diff=float(raw["parity_max_abs_diff"]),
+        )
+
+
+@dataclass(frozen=True)
 class Manifest:
     """Everything needed to trust, serve and reproduce one version.
 
     `params` are the training hyper-parameters, `metrics` the held-out suite's numbers,
-    `data` a description of the training data; all three are plain JSON objects.
+    `data` a description of the training data; all three are plain JSON objects. `sequence` is None for
+    versions exported before the state-carrying method (they serve one-shot requests only).
     """
 
     name: str
@@ -53,6 +80,7 @@ class Manifest:
     data: dict[str, Any] = field(default_factory=dict)
     files: tuple[str, ...] = (CHECKPOINT_FILE, MANIFEST_FILE)
     format: str = FORMAT
+    sequence: SequenceSupport | None = None
 
     @property
     def input_size(self) -> int:
@@ -63,6 +91,7 @@ class Manifest:
         raw["inputs"] = [spec.to_dict() for spec in self.inputs]
         raw["outputs"] = [spec.to_dict() for spec in self.outputs]
         raw["files"] = list(self.files)
+        raw["sequence"] = None if self.sequence is None else self.sequence.to_dict()
         return raw
 
     def to_json(self) -> bytes:
@@ -83,6 +112,7 @@ class Manifest:
             data=dict(raw.get("data", {})),
             files=tuple(str(f) for f in raw.get("files", (CHECKPOINT_FILE, MANIFEST_FILE))),
             format=str(raw.get("format", FORMAT)),
+            sequence=None if raw.get("sequence") is None else SequenceSupport.from_dict(raw["sequence"]),
         )
 
     @classmethod

@@ -51,7 +51,7 @@ from model_store.errors import (
     VersionNotFoundError,
     storage_errors,
 )
-from model_store.manifest import CHECKPOINT_FILE, MANIFEST_FILE, Manifest, TensorSpec
+from model_store.manifest import CHECKPOINT_FILE, MANIFEST_FILE, Manifest, SequenceSupport, TensorSpec
 from model_store.names import check_name, check_version, is_version_text
 from model_store.safe_files import (
     NOT_A_FOLDER,
@@ -422,14 +422,16 @@ class ModelStore:
         metrics: Mapping[str, Any] | None = None,
         data: Mapping[str, Any] | None = None,
         extra_files: Mapping[str, bytes] | None = None,
+        sequence: SequenceSupport | None = None,
     ) -> Manifest:
-        """Publish a new version of `name` whole, or not at all; return its manifest."""
+        """Publish a new version of `name` whole, or not at all; return its manifest. `sequence` says how the
+        module carries state between chunks (None: it serves one-shot requests only)."""
         extra = dict(extra_files or {})
         for filename in extra:
             if filename in (CHECKPOINT_FILE, MANIFEST_FILE) or not _plain_name(filename) or filename[0] == ".":
                 raise ValueError(f"invalid extra file name {filename!r}")
         with storage_errors(f"saving a version of {name!r}"):
-            return self._save(name, module, inputs, outputs, params, metrics, data, extra)
+            return self._save(name, module, inputs, outputs, params, metrics, data, extra, sequence)
 
     def _save(
         self,
@@ -441,6 +443,7 @@ class ModelStore:
         metrics: Mapping[str, Any] | None,
         data: Mapping[str, Any] | None,
         extra: dict[str, bytes],
+        sequence: SequenceSupport | None = None,
     ) -> Manifest:
         model_dir = self._writable_model_dir(name)
         model_dir.mkdir(parents=True, exist_ok=True)
@@ -464,6 +467,7 @@ class ModelStore:
                 metrics=dict(metrics or {}),
                 data=dict(data or {}),
                 files=(CHECKPOINT_FILE, MANIFEST_FILE, *sorted(extra)),
+                sequence=sequence,
             )
             with self._locked(name, create=True):
                 version = self._allocate(model_dir)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import warnings
 import zipfile
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 import torch
 from torch import nn
@@ -21,6 +23,17 @@ JIT_DEPRECATION_MESSAGE = r"`torch\.jit\.\w+` is deprecated"
 warnings.filterwarnings("ignore", message=JIT_DEPRECATION_MESSAGE, category=DeprecationWarning)
 
 ScriptModule = torch.jit.ScriptModule
+Method = TypeVar("Method", bound=Callable[..., Any])
+
+
+def export_method(method: Method) -> Method:
+    """Mark a method of an nn.Module to be compiled and saved beside `forward` (torch.jit.export)."""
+    return cast(Method, torch.jit.export(method))
+
+
+def has_method(module: ScriptModule, name: str) -> bool:
+    """Whether a scripted module carries the compiled method `name` (an archive exported before it did not)."""
+    return bool(module._c._has_method(name))
 
 
 def script(module: nn.Module) -> ScriptModule:

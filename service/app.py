@@ -78,12 +78,14 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             async with run_jobs(settings, components.jobs, on_success=components.poller.refresh) as components.job_work:
                 poll = asyncio.create_task(components.poller.run_forever(), name="store-poll")
+                reaper = asyncio.create_task(components.dataplane.sequences.reap_forever(), name="sequence-reaper")
                 try:
                     yield
                 finally:
-                    poll.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await poll
+                    for task in (poll, reaper):
+                        task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await task
         finally:
             if grpc_server is not None:
                 await grpc_server.stop(settings.drain_timeout)

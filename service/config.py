@@ -69,6 +69,32 @@ class Settings(BaseSettings):
     batch_max_elements: int = Field(
         16_384, ge=0, description="requests with more elements skip batching and run alone in the inference thread"
     )
+    sequence_idle_timeout: float = Field(
+        60.0,
+        gt=0,
+        le=86_400,
+        description="seconds a live sequence (OIP sequence_id) may stay idle before its state is freed; its next "
+        "chunk is then answered 409 saying it expired",
+    )
+    max_sequences: int = Field(
+        10_000, ge=1, le=10_000_000, description="live sequences per worker; a new sequence_start answers 429 above"
+    )
+    sequence_memory: int = Field(
+        10_000,
+        ge=0,
+        le=1_000_000,
+        description="ended and expired sequence ids remembered per worker, so a late chunk hears why its "
+        "sequence is gone (409 either way)",
+    )
+    sequence_id_max_length: int = Field(
+        256, ge=1, le=4096, description="longest string sequence_id accepted, in characters (422 above)"
+    )
+    sequence_batching: bool = Field(
+        True, description="run the steps of different live sequences that arrive together in one forward pass"
+    )
+    sequence_batch_max_size: int = Field(
+        256, ge=1, le=65_536, description="most sequences (one batch column each) in one sequence-step forward pass"
+    )
     poll_interval: float = Field(
         0.5, gt=0, le=60, description="seconds between checks of the store for alias changes and new models"
     )

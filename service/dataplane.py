@@ -20,7 +20,7 @@ import model_store
 from service import metrics
 from service.batching import Batcher, Timing
 from service.config import Settings
-from service.errors import InvalidInputError, NotReadyError
+from service.errors import InvalidInputError, NotReadyError, SequenceStateError, SequenceUnsupportedError
 from service.inference_stats import Duration, InferenceStats, VersionStats
 from service.predictor import Predictor, ServedModel
 from service.schemas import (
@@ -34,6 +34,9 @@ from service.schemas import (
     StatisticDuration,
     TensorMetadata,
 )
+from service.sequence_batcher import SequenceBatcher
+from service.sequence_types import SequenceId, SequenceOutput, SequenceRouter, SequenceStep
+from service.sequences import LiveSequence, SequenceTable
 from service.tensors import brief
 
 __all__ = ["DEFAULT_MODEL", "DataPlane", "parse_version"]
@@ -86,6 +89,22 @@ class DataPlane:
                 on_batch=lambda name, size: metrics.BATCH_SIZE.labels(name).observe(size),
                 inline_max_elements=settings.inline_max_elements,
             )
+        self.sequences = SequenceTable(
+            max_live=settings.max_sequences,
+            idle_timeout=settings.sequence_idle_timeout,
+            memory=settings.sequence_memory,
+        )
+        self.sequence_batcher: SequenceBatcher | None = None
+        if settings.sequence_batching:
+            self.sequence_batcher = SequenceBatcher(
+                self._step_in_thread,
+                max_batch=settings.sequence_batch_max_size,
+                inline_max_elements=settings.inline_max_elements,
+                on_batch=lambda name, size: metrics.SEQUENCE_BATCH_SIZE.labels(name).observe(size),
+            )
+        # With several workers, the router sends a step to the worker that holds its sequence (which calls
+        # sequence_step(..., local=True) there); None: this worker holds every sequence it is sent.
+        self.router: SequenceRouter | None = None
 
     @property
     def max_elements(self) -> int:
@@ -226,9 +245,103 @@ class DataPlane:
     async def _forward_in_thread(self, served: ServedModel, x: np.ndarray) -> np.ndarray:
         return await asyncio.get_running_loop().run_in_executor(self.executor, served, x)
 
+    # ---- stateful sequences (Triton's sequence batcher; rules in service/sequences.py) ------------------
+
+    async def sequence_step(self, step: SequenceStep, *, local: bool = False) -> SequenceOutput:
+        """Run one chunk of a sequence from the state its previous chunk left; returns its outputs (seq, 1, output).
+
+        `local`: run it here even when a router is set (the router's call on the worker that owns the sequence).
+        """
+        x = step.samples
+        if x.ndim != 3 or x.shape[1] != 1 or x.shape[0] < 1:
+            raise InvalidInputError(
+                f"a sequence request carries one sequence: input shape [seq, 1, input_size] with seq >= 1 was "
+                f"expected but it has shape {list(x.shape)}; send other sequences with their own sequence_id"
+            )
+        if self.router is not None and not local:
+            return await self.router.step(step)
+        if step.start:
+            served = await self.model_for(step.model, step.version)
+            self._check_stateful(served)
+            self._check_input_size(served, x)
+            entry = self.sequences.start(step.model, step.sequence_id, served, step.version)
+        else:
+            entry = self.sequences.get(step.model, step.sequence_id)
+            self._check_pinned(entry, step.version)
+            self._check_input_size(entry.served, x)
+        async with entry.lock:  # the chunks of one sequence run one at a time, in the order they came
+            if not entry.live:
+                raise SequenceStateError(
+                    f"{entry.describe()} {entry.gone} while this chunk waited for the one before it; "
+                    "start it again with sequence_start: true"
+                )
+            try:
+                y, entry.h, entry.c = await self._step(entry.served, x, entry.h, entry.c)
+            except Exception as exc:
+                self.sequences.fail(entry, exc)
+                raise
+            self.sequences.touch(entry)
+            if step.end:
+                self.sequences.end(entry)
+        metrics.SEQUENCE_STEPS.labels(step.model).inc()
+        return SequenceOutput(model=step.model, version=entry.served.version, sequence_id=step.sequence_id, outputs=y)
+
+    async def end_sequence(self, model: str, sequence_id: SequenceId, *, local: bool = False) -> bool:
+        """Free a live sequence (e.g. its WebSocket closed); whether one was live. A chunk running keeps its answer."""
+        if self.router is not None and not local:
+            return await self.router.end(model, sequence_id)
+        return self.sequences.end_id(model, sequence_id)
+
+    @staticmethod
+    def _check_stateful(served: ServedModel) -> None:
+        if not served.stateful:
+            raise SequenceUnsupportedError(
+                f"model {served.name!r} version {served.version} was exported before sequence support (it has no "
+                "state-carrying method), so it serves one-shot requests only; retrain it (or re-export it) with "
+                "this lstm-service to use sequence_id"
+            )
+
+    @staticmethod
+    def _check_input_size(served: ServedModel, x: np.ndarray) -> None:
+        if x.shape[2] != served.input_size:
+            raise InvalidInputError(
+                f"input has shape {list(x.shape)} but its last dimension must be the model's input size "
+                f"{served.input_size}"
+            )
+
+    def _check_pinned(self, entry: LiveSequence, requested: int | str | None) -> None:
+        """A chunk may name no version, the reference its start named, or the pinned version's number."""
+        if requested is None or requested == entry.requested:
+            return
+        if self.predictor.version_of(entry.model, requested) == entry.served.version:
+            return
+        raise SequenceStateError(
+            f"{entry.describe()} is pinned to version {entry.served.version}, where it started, but this chunk "
+            f"names version {requested!r}; send its chunks to /v2/models/{entry.model}/infer or "
+            f"/v2/models/{entry.model}/versions/{entry.served.version}/infer, or start a new sequence"
+        )
+
+    async def _step(
+        self, served: ServedModel, x: np.ndarray, h: np.ndarray, c: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self.sequence_batcher is not None:
+            return await self.sequence_batcher.submit(served, x, h, c)  # the batcher records the batch size
+        metrics.SEQUENCE_BATCH_SIZE.labels(served.name).observe(1)
+        if x.size <= self.settings.inline_max_elements:
+            return served.step(x, h, c)
+        return await self._step_in_thread(served, x, h, c)
+
+    async def _step_in_thread(
+        self, served: ServedModel, x: np.ndarray, h: np.ndarray, c: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, served.step, x, h, c)
+
     async def close(self) -> None:
         if self.batcher is not None:
             await self.batcher.close()
+        if self.sequence_batcher is not None:
+            await self.sequence_batcher.close()
+        self.sequences.clear()
         self.executor.shutdown(wait=True)
 
 

@@ -45,6 +45,10 @@ class SequenceStateError(ConflictError):
     """A sequence request that does not fit the state of its sequence (not live, expired, on another version)."""
 
 
+class SequenceUnsupportedError(ConflictError):
+    """A sequence request for a version exported before sequence support (it has no state-carrying method)."""
+
+
 class SequenceLostError(NotReadyError):
     """The process that held a sequence's state is gone; the sequence must start again."""
 

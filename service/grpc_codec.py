@@ -113,10 +113,25 @@ def _typed_tensor(contents: pb.InferTensorContents, checked: CheckedHeader) -> n
     return tensor_from_bytes(array.astype(checked.dtype.newbyteorder("<"), copy=False).tobytes(), checked)
 
 
+def set_parameter(parameter: pb.InferParameter, value: str | int | bool) -> None:
+    if isinstance(value, bool):
+        parameter.bool_param = value
+    elif isinstance(value, int):
+        parameter.int64_param = value
+    else:
+        parameter.string_param = value
+
+
 def encode_model_infer(
-    *, model_name: str, model_version: str, request_id: str | None, output: npt.NDArray[Any]
+    *,
+    model_name: str,
+    model_version: str,
+    request_id: str | None,
+    output: npt.NDArray[Any],
+    parameters: Mapping[str, str | int | bool] | None = None,
 ) -> pb.ModelInferResponse:
-    """The model's one output as raw little-endian float32 bytes (raw_output_contents)."""
+    """The model's one output as raw little-endian float32 bytes (raw_output_contents); `parameters` are the
+    response's (a sequence's sequence_id)."""
     array = np.ascontiguousarray(output, dtype="<f4")
     response = pb.ModelInferResponse(
         model_name=model_name,
@@ -125,6 +140,8 @@ def encode_model_infer(
         raw_output_contents=[array.tobytes()],
     )
     response.outputs.add(name=OUTPUT_NAME, datatype="FP32", shape=array.shape)
+    for key, value in (parameters or {}).items():
+        set_parameter(response.parameters[key], value)
     return response
 
 

@@ -26,7 +26,10 @@ from service.deps import check_admin
 from service.errors import InvalidInputError, ServiceError, grpc_code_for, status_for
 from service.grpc_proto import inference_pb2 as pb
 from service.grpc_proto import inference_pb2_grpc as pb_grpc
+from service.oip import InferRequest
 from service.request_id import sane_or_new
+from service.sequence_params import SEQUENCE_ID, is_sequence_request, parse_sequence_params
+from service.sequence_types import SequenceStep
 
 log = logging.getLogger("service.grpc")
 
@@ -84,20 +87,46 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     # ---- inference -------------------------------------------------------------------------------------
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> pb.ModelInferResponse:
-        served = await self.dataplane.model_for(request.model_name, grpc_codec.version_of(request.model_version))
+        version = grpc_codec.version_of(request.model_version)
+        served = await self.dataplane.model_for(request.model_name, version)
         decoded = grpc_codec.decode_model_infer(
             request, input_size=served.input_size, max_elements=self.dataplane.max_elements
         )
+        if decoded.parameters and is_sequence_request(decoded.parameters):
+            return await self._sequence_step(request.model_name, version, decoded)
         output = await self.dataplane.infer(served, decoded.tensor)
         return grpc_codec.encode_model_infer(
             model_name=served.name, model_version=str(served.version), request_id=decoded.id, output=output
+        )
+
+    async def _sequence_step(
+        self, name: str, version: int | str | None, decoded: InferRequest
+    ) -> pb.ModelInferResponse:
+        """A chunk of a stateful sequence, as REST's (Triton's sequence_id, sequence_start, sequence_end)."""
+        params = parse_sequence_params(decoded.parameters, max_id_length=self.settings.sequence_id_max_length)
+        step = SequenceStep(
+            model=name,
+            version=version,
+            sequence_id=params.sequence_id,
+            start=params.start,
+            end=params.end,
+            samples=decoded.tensor,
+        )
+        result = await self.dataplane.sequence_step(step)
+        return grpc_codec.encode_model_infer(
+            model_name=result.model,
+            model_version=str(result.version),
+            request_id=decoded.id,
+            output=result.outputs,
+            parameters={SEQUENCE_ID: result.sequence_id},
         )
 
     async def ModelStreamInfer(  # its requests may be Undecodable
         self, request_iterator: AsyncIterator[pb.ModelInferRequest | Undecodable], context: Context
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         """Triton's stream: one answer per request, in order; a failed request is answered in the stream with its
-        error_message (as Triton does), and the stream goes on."""
+        error_message (as Triton does), and the stream goes on. A request with sequence parameters is a chunk of
+        a stateful sequence, exactly as in ModelInfer (a stream may carry several sequences, or one)."""
         rid = _request_id(context)
         async for request in request_iterator:
             started, code = time.perf_counter(), "OK"

@@ -61,6 +61,22 @@ DAMAGED = Gauge(
 JOBS_DATABASE_UP = Gauge(
     "lstm_jobs_database_up", "1 while the training-job database can be read, else 0", multiprocess_mode="mostrecent"
 )
+SEQUENCES_LIVE = Gauge(
+    "lstm_sequences_live",
+    "live sequences (state kept between chunks), per model",
+    ["model"],
+    multiprocess_mode="livesum",
+)
+SEQUENCE_EXPIRED = Counter(
+    "lstm_sequence_expired_total", "sequences freed after LSTM_SEQUENCE_IDLE_TIMEOUT idle seconds", ["model"]
+)
+SEQUENCE_STEPS = Counter("lstm_sequence_steps_total", "chunks of stateful sequences run", ["model"])
+SEQUENCE_BATCH_SIZE = Histogram(
+    "lstm_sequence_batch_size",
+    "sequences (one chunk each) per sequence-step forward pass",
+    ["model"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096),
+)
 SWAPS = Counter("lstm_model_swaps_total", "times a worker switched the version it serves", ["model"])
 
 

@@ -134,14 +134,23 @@ def decode_infer_request(body: bytes, header_length: int | None, *, input_size: 
 
 
 def encode_infer_response(
-    *, model_name: str, model_version: str, request_id: str | None, output: npt.NDArray[Any], binary: bool
+    *,
+    model_name: str,
+    model_version: str,
+    request_id: str | None,
+    output: npt.NDArray[Any],
+    binary: bool,
+    parameters: dict[str, Any] | None = None,
 ) -> tuple[bytes, dict[str, str]]:
-    """A V2 inference response for the model's one output, as (body, HTTP headers to send with it)."""
+    """A V2 inference response for the model's one output, as (body, HTTP headers to send with it); `parameters`
+    are the response-level parameters (e.g. the echoed sequence_id)."""
     array = np.ascontiguousarray(output, dtype=np.float32)
     tensor: dict[str, Any] = {"name": OUTPUT_NAME, "datatype": "FP32", "shape": list(array.shape)}
     response: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
     if request_id is not None:
         response["id"] = request_id
+    if parameters:
+        response["parameters"] = parameters
     response["outputs"] = [tensor]
     if binary:
         raw = array.astype("<f4", copy=False).tobytes()

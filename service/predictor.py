@@ -12,6 +12,7 @@ distinct problem, and never stops the other models from following their promotio
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -46,6 +47,31 @@ class ServedModel:
         with torch.inference_mode():
             output: np.ndarray = self.module(torch.from_numpy(x)).numpy()
         return output
+
+    @functools.cached_property  # writes the instance __dict__, which a frozen dataclass allows
+    def stateful(self) -> bool:
+        """Whether this version carries state between chunks (its manifest says how and its module has the method);
+        versions exported before sequence support serve one-shot requests only."""
+        support = self.manifest.sequence
+        return support is not None and model_store.has_method(self.module, support.method)
+
+    def initial_state(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        """The state a sequence starts from: zeros h and c, each (num_layers, batch, hidden) float32."""
+        support = self.manifest.sequence
+        assert support is not None, "initial_state of a version without sequence support"
+        shape = (support.num_layers, batch, support.hidden_size)
+        return np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+
+    def step(self, x: np.ndarray, h: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One chunk from state (h, c): x (seq, batch, input), h and c (num_layers, batch, hidden), all float32;
+        returns y (seq, batch, output) and the state after the chunk, h_n and c_n (num_layers, batch, hidden)."""
+        support = self.manifest.sequence
+        assert support is not None, "step of a version without sequence support"
+        with torch.inference_mode():
+            y, h_n, c_n = getattr(self.module, support.method)(
+                torch.from_numpy(x), torch.from_numpy(h), torch.from_numpy(c)
+            )
+            return y.numpy(), h_n.numpy(), c_n.numpy()
 
 
 @dataclass

@@ -127,6 +127,7 @@ class Repository:
                     params=manifest.params,
                     metrics=manifest.metrics,
                     sha256=manifest.sha256,
+                    sequences=manifest.sequence is not None,
                 )
                 for manifest in report.manifests
             ],

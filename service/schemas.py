@@ -145,6 +145,9 @@ class InferResponseHeader(BaseModel):
     model_name: str
     model_version: str
     id: str | None = None
+    parameters: dict[str, Any] | None = Field(
+        None, description="with a sequence request: the echoed sequence_id (docs/sequences.md)"
+    )
     outputs: list[InferOutput]
 
 
@@ -267,6 +270,19 @@ class VersionSummary(BaseModel):
     params: dict[str, Any]
     metrics: dict[str, Any]
     sha256: str
+    sequences: bool = Field(
+        description="whether the version serves stateful sequences (exported with its state-carrying method); "
+        "docs/sequences.md"
+    )
+
+
+class SequenceSupportInfo(BaseModel):
+    """How a version carries the LSTM's state between the chunks of a sequence (its manifest's `sequence`)."""
+
+    method: str
+    num_layers: int
+    hidden_size: int
+    parity_max_abs_diff: float = Field(description="worst |chunked - one-shot| output measured at export")
 
 
 class LoadError(BaseModel):
@@ -318,6 +334,9 @@ class VersionManifest(BaseModel):
     data: dict[str, Any]
     files: list[str]
     format: str
+    sequence: SequenceSupportInfo | None = Field(
+        None, description="none for versions exported before sequence support (one-shot requests only)"
+    )
 
 
 class AliasUpdate(BaseModel):

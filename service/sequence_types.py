@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -30,3 +31,14 @@ class SequenceOutput:
     version: int
     sequence_id: SequenceId
     outputs: npt.NDArray[np.float32]  # (seq, 1, output_size)
+
+
+class SequenceRouter(Protocol):
+    """Sends a step to the worker that holds its sequence (with several workers); DataPlane delegates to it.
+
+    The owner runs the step with `DataPlane.sequence_step(step, local=True)` (and `end_sequence(..., local=True)`).
+    """
+
+    async def step(self, step: SequenceStep) -> SequenceOutput: ...
+
+    async def end(self, model: str, sequence_id: SequenceId) -> bool: ...

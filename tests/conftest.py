@@ -11,29 +11,63 @@ from pathlib import Path
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from torch import nn
 
 import model_store
 from service import Settings, create_app
-from training import LSTMRegressor, ModelConfig
+from training import LSTMRegressor, ModelConfig, sequence_support
 
 SaveTiny = Callable[..., model_store.Manifest]
 
 
-def tiny_module(seed: int = 0, hidden_size: int = 4) -> model_store.ScriptModule:
-    """A real (untrained) LSTMRegressor, scripted; `seed` makes its weights distinct."""
+class OneShotRegressor(nn.Module):
+    """What versions exported before sequence support hold: LSTMRegressor's `forward` alone (no forward_state);
+    built in the same order, so a seed gives the same weights as LSTMRegressor's."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(config.input_size, config.hidden_size, config.num_layers)
+        self.head = nn.Linear(config.hidden_size, config.output_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden, _ = self.lstm(x)  # (seq, batch, hidden)
+        output: torch.Tensor = self.head(hidden)  # (seq, batch, output)
+        return output
+
+
+def tiny_config(hidden_size: int = 4, num_layers: int = 1) -> ModelConfig:
+    return ModelConfig(hidden_size=hidden_size, num_layers=num_layers)
+
+
+def tiny_module(
+    seed: int = 0, hidden_size: int = 4, stateful: bool = False, num_layers: int = 1
+) -> model_store.ScriptModule:
+    """A real (untrained) LSTM regressor, scripted; `seed` makes its weights distinct. `stateful`: today's export
+    (LSTMRegressor, with forward_state); otherwise one exported before sequence support (forward only)."""
     torch.manual_seed(seed)
-    return model_store.script(LSTMRegressor(ModelConfig(hidden_size=hidden_size, num_layers=1)))
+    config = tiny_config(hidden_size, num_layers)
+    return model_store.script(LSTMRegressor(config) if stateful else OneShotRegressor(config))
 
 
 def save_tiny(
-    store: model_store.ModelStore, name: str = "lstm", seed: int = 0, **kwargs: object
+    store: model_store.ModelStore,
+    name: str = "lstm",
+    seed: int = 0,
+    stateful: bool = False,
+    hidden_size: int = 4,
+    num_layers: int = 1,
+    **kwargs: object,
 ) -> model_store.Manifest:
+    """Publish a tiny version; `stateful`: with forward_state and a manifest.sequence whose parity is measured."""
+    module = tiny_module(seed, hidden_size, stateful, num_layers)
+    sequence = sequence_support(module, tiny_config(hidden_size, num_layers), seed) if stateful else None
     return store.save(
         name,
-        tiny_module(seed),
+        module,
         inputs=(model_store.sequence_spec("input", 1),),
         outputs=(model_store.sequence_spec("output", 1),),
         params={"seed": seed},
+        sequence=sequence,
         **kwargs,  # type: ignore[arg-type]
     )
 

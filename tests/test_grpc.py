@@ -45,7 +45,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[harness.S
     tmp = tmp_path_factory.mktemp("grpc")
     store = model_store.ModelStore(tmp / "store")
     save_tiny(store, seed=1)
-    save_tiny(store, seed=2)
+    save_tiny(store, seed=2, stateful=True)  # the serving version can run stateful sequences
     grpc_port = harness.free_port()
     flags = ["--grpc-port", str(grpc_port), "--max-elements", str(MAX_ELEMENTS)]
     flags += ["--max-body-bytes", str(MAX_BODY_BYTES), "--poll-interval", "0.2"]
@@ -190,6 +190,41 @@ def test_a_stream_answers_each_request_in_order_and_an_error_in_the_stream(
     np.testing.assert_allclose(first.as_numpy("output"), predict(rest, X), rtol=0, atol=1e-6)
     assert "3 dimensions (seq, batch, 1)" in error.message()
     np.testing.assert_allclose(third.as_numpy("output"), predict(rest, X[:3]), rtol=0, atol=1e-6)
+
+
+def test_a_streamed_sequence_equals_one_shot(triton: triton_grpc.InferenceServerClient, rest: str) -> None:
+    """Triton's sequence parameters on ModelStreamInfer: the chunks' outputs, concatenated, equal one /predict."""
+    whole = X[:, :1]  # (8, 1, 1): one sequence
+    chunks = [whole[:3], whole[3:5], whole[5:]]
+    answers: queue.Queue[tuple[Any, Any]] = queue.Queue()
+    triton.start_stream(callback=lambda result, error: answers.put((result, error)))
+    try:
+        for index, chunk in enumerate(chunks):
+            triton.async_stream_infer(
+                "lstm",
+                [raw_input(chunk)],
+                sequence_id=4242,
+                sequence_start=index == 0,
+                sequence_end=index == len(chunks) - 1,
+            )
+        got = [answers.get(timeout=60) for _ in chunks]
+    finally:
+        triton.stop_stream()
+    assert [error for _, error in got] == [None] * len(chunks)
+    outputs = np.concatenate([result.as_numpy("output") for result, _ in got])
+    np.testing.assert_allclose(outputs, predict(rest, whole), rtol=0, atol=1e-5)
+    assert {result.get_response().parameters["sequence_id"].int64_param for result, _ in got} == {4242}
+
+
+def test_a_sequence_chunk_for_an_id_that_is_not_live_is_failed_precondition(
+    triton: triton_grpc.InferenceServerClient,
+) -> None:
+    with pytest.raises(triton_grpc.InferenceServerException) as raised:
+        triton.infer("lstm", [raw_input(X[:, :1])], sequence_id="never-started")
+    assert raised.value.status() == "StatusCode.FAILED_PRECONDITION"
+    assert "sequence_start" in raised.value.message()
+    started = triton.infer("lstm", [raw_input(X[:, :1])], sequence_id="unary-1", sequence_start=True)
+    assert started.get_response().parameters["sequence_id"].string_param == "unary-1"
 
 
 def test_request_ids_go_back_in_the_trailing_metadata(stub: pb_grpc.GRPCInferenceServiceStub) -> None:

@@ -25,7 +25,16 @@ from training.config import (
 if TYPE_CHECKING:
     from training.evaluate import WARMUP, evaluate
     from training.model import LSTMRegressor, ModelConfig
-    from training.train import PROMOTE_CHOICES, Promote, TrainingError, TrainResult, check_parity, run
+    from training.train import (
+        PROMOTE_CHOICES,
+        Promote,
+        TrainingError,
+        TrainResult,
+        check_parity,
+        check_sequence_parity,
+        run,
+        sequence_support,
+    )
 
 _LAZY = {
     "WARMUP": "training.evaluate",
@@ -37,7 +46,9 @@ _LAZY = {
     "TrainingError": "training.train",
     "TrainResult": "training.train",
     "check_parity": "training.train",
+    "check_sequence_parity": "training.train",
     "run": "training.train",
+    "sequence_support": "training.train",
 }
 
 
@@ -64,7 +75,9 @@ __all__ = [
     "TrainResult",
     "TrainingError",
     "check_parity",
+    "check_sequence_parity",
     "evaluate",
     "preset",
     "run",
+    "sequence_support",
 ]

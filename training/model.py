@@ -8,6 +8,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from model_store import export_method
+
+# The name of the state-carrying method in every export (the manifest's `sequence.method`).
+STATE_METHOD = "forward_state"
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -34,3 +39,16 @@ class LSTMRegressor(nn.Module):
         hidden, _ = self.lstm(x)  # (seq, batch, hidden)
         output: torch.Tensor = self.head(hidden)  # (seq, batch, output); Linear acts on the last dim
         return output
+
+    @export_method
+    def forward_state(
+        self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One chunk of a longer sequence: `forward` that starts from the state (h, c) and returns the state after.
+
+        x is (seq, batch, input); h and c are (num_layers, batch, hidden). Chained over the chunks of a
+        sequence (zeros first), the outputs concatenated equal `forward` of the whole sequence.
+        """
+        hidden, (h_n, c_n) = self.lstm(x, (h, c))  # (seq, batch, hidden); h_n, c_n (num_layers, batch, hidden)
+        output: torch.Tensor = self.head(hidden)  # (seq, batch, output)
+        return output, h_n, c_n

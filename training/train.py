@@ -7,9 +7,11 @@ if asked). Nothing reaches the store unless every step before succeeded.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -20,7 +22,7 @@ import model_store
 from training.config import TrainConfig
 from training.data import Dataset, random_sines, tutorial_data
 from training.evaluate import WARMUP, evaluate
-from training.model import LSTMRegressor, ModelConfig
+from training.model import STATE_METHOD, LSTMRegressor, ModelConfig
 from training.report import render
 
 Promote = Literal["never", "if_better", "always"]
@@ -31,6 +33,10 @@ SUITE_METRIC = "worst_mse"
 DATASET_METRIC = "dataset_test_mse"
 PARITY_TOLERANCE = 1e-6
 PARITY_SHAPES: tuple[tuple[int, int], ...] = ((1, 1), (7, 3), (64, 5), (500, 2))
+# Chunked (forward_state chained) against one-shot (forward): float sums in another order, so a looser bound.
+SEQUENCE_PARITY_TOLERANCE = 1e-5
+SEQUENCE_PARITY_LENGTHS: tuple[int, ...] = (1, 2, 17, 100, 400)
+SEQUENCE_PARITY_CHUNKINGS = 4  # random chunkings per length, besides chunks of 1 and the whole
 
 ProgressCallback = Callable[[int, int, float], None]  # (epoch, max_epochs, loss)
 Model = Callable[[torch.Tensor], torch.Tensor]
@@ -127,6 +133,76 @@ def check_parity(eager: nn.Module, scripted: model_store.ScriptModule, input_siz
     return worst
 
 
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """One torch thread: the same float reductions in the same order, so the parity check is reproducible."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _chunkings(length: int, rng: random.Random) -> list[list[int]]:
+    """Ways to cut `length` samples into chunks: all ones, the whole, and random cuts."""
+    found = [[1] * length, [length]]
+    for _ in range(SEQUENCE_PARITY_CHUNKINGS):
+        cuts = sorted(rng.sample(range(1, length), min(length - 1, rng.randint(1, 8)))) if length > 1 else []
+        bounds = [0, *cuts, length]
+        found.append([b - a for a, b in zip(bounds, bounds[1:], strict=False)])
+    return found
+
+
+@torch.inference_mode()
+def check_sequence_parity(
+    scripted: model_store.ScriptModule, model_config: ModelConfig, seed: int, batch: int = 2
+) -> float:
+    """Largest |chunked - one-shot| of the export over random lengths and chunkings (chunks of 1 among them):
+    the outputs of `forward_state` chained over the chunks, concatenated, against `forward` of the whole.
+    Raises TrainingError above SEQUENCE_PARITY_TOLERANCE."""
+    if not model_store.has_method(scripted, STATE_METHOD):
+        raise TrainingError(f"the scripted model has no {STATE_METHOD} method")
+    step = getattr(scripted, STATE_METHOD)
+    generator = torch.Generator().manual_seed(seed)
+    rng = random.Random(seed)
+    state_shape = (model_config.num_layers, batch, model_config.hidden_size)
+    worst = 0.0
+    with _one_thread():
+        for length in SEQUENCE_PARITY_LENGTHS:
+            x = torch.randn(length, batch, model_config.input_size, generator=generator)  # (seq, batch, input)
+            whole = scripted(x)  # (seq, batch, output)
+            for chunks in _chunkings(length, rng):
+                h = torch.zeros(state_shape)  # (num_layers, batch, hidden)
+                c = torch.zeros(state_shape)
+                outputs = []
+                start = 0
+                for size in chunks:
+                    y, h, c = step(x[start : start + size], h, c)  # y (size, batch, output)
+                    outputs.append(y)
+                    start += size
+                worst = max(worst, float((torch.cat(outputs) - whole).abs().max()))
+    if not worst <= SEQUENCE_PARITY_TOLERANCE:  # `not <=`: a NaN fails too
+        raise TrainingError(
+            f"chunked outputs of {STATE_METHOD} differ from the one-shot forward by {worst:.3g} > "
+            f"{SEQUENCE_PARITY_TOLERANCE:g}"
+        )
+    return worst
+
+
+def sequence_support(
+    scripted: model_store.ScriptModule, model_config: ModelConfig, seed: int
+) -> model_store.SequenceSupport:
+    """The manifest's `sequence` entry of an export, after its chunked parity check."""
+    parity = check_sequence_parity(scripted, model_config, seed)
+    return model_store.SequenceSupport(
+        method=STATE_METHOD,
+        num_layers=model_config.num_layers,
+        hidden_size=model_config.hidden_size,
+        parity_max_abs_diff=parity,
+    )
+
+
 @torch.inference_mode()
 def score(model: Model, dataset: Dataset | None) -> tuple[str, float]:
     """The selection metric of `model` (lower is better) and its name."""
@@ -197,6 +273,7 @@ def run(
         metrics[DATASET_METRIC] = score(model, dataset)[1]
     scripted = model_store.script(model)
     parity = check_parity(model, scripted, model_config.input_size, config.seed)
+    sequence = sequence_support(scripted, model_config, config.seed)
     seconds = time.monotonic() - started
     metrics.update(
         epochs=len(losses), final_loss=losses[-1], train_seconds=round(seconds, 2), parity_max_abs_diff=parity
@@ -213,6 +290,7 @@ def run(
         metrics=metrics,
         data=describe_data(config, dataset),
         extra_files={"report.png": report},
+        sequence=sequence,
     )
     if promoted:
         store.set_alias(name, model_store.PRODUCTION, manifest.version)

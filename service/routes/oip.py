@@ -8,7 +8,13 @@ from fastapi import APIRouter, Body, Request, Response
 
 from service.dataplane import DataPlane, parse_version
 from service.deps import AdminDep, DataPlaneDep, RepositoryDep
-from service.oip import HEADER_LENGTH_HEADER, decode_infer_request, encode_infer_response, parse_header_length
+from service.oip import (
+    HEADER_LENGTH_HEADER,
+    InferRequest,
+    decode_infer_request,
+    encode_infer_response,
+    parse_header_length,
+)
 from service.oip_header import InferRequestHeader
 from service.schemas import (
     ErrorBody,
@@ -26,10 +32,13 @@ from service.schemas import (
     error_responses,
     inline_schema,
 )
+from service.sequence_params import SEQUENCE_ID, is_sequence_request, parse_sequence_params
+from service.sequence_types import SequenceStep
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol"], responses=error_responses())
 MODEL_ERRORS = error_responses(404, 409)  # an unknown model or version, a damaged version
-INFER_ERRORS = error_responses(400, 404, 409)  # and a body that ended early, a version that fails verification
+# and a body that ended early, a version that fails verification (or a sequence misuse), too many live sequences
+INFER_ERRORS = error_responses(400, 404, 409, 429)
 # No or a wrong token, an unknown model, a model that cannot be unloaded.
 REPOSITORY_ERRORS = (401, 403, 404, 409)
 
@@ -64,6 +73,8 @@ async def _infer(request: Request, dataplane: DataPlane, name: str, version: int
     decoded = decode_infer_request(
         body, header_length, input_size=served.input_size, max_elements=dataplane.max_elements
     )
+    if decoded.parameters and is_sequence_request(decoded.parameters):
+        return await _sequence_step(dataplane, name, version, decoded)
     output = await dataplane.infer(served, decoded.tensor)
     content, headers = encode_infer_response(
         model_name=served.name,
@@ -71,6 +82,29 @@ async def _infer(request: Request, dataplane: DataPlane, name: str, version: int
         request_id=decoded.id,
         output=output,
         binary=decoded.output_binary,
+    )
+    return Response(content, headers=headers)
+
+
+async def _sequence_step(dataplane: DataPlane, name: str, version: int | str | None, decoded: InferRequest) -> Response:
+    """A chunk of a stateful sequence (Triton's sequence_id, sequence_start, sequence_end; docs/sequences.md)."""
+    params = parse_sequence_params(decoded.parameters, max_id_length=dataplane.settings.sequence_id_max_length)
+    step = SequenceStep(
+        model=name,
+        version=version,
+        sequence_id=params.sequence_id,
+        start=params.start,
+        end=params.end,
+        samples=decoded.tensor,
+    )
+    result = await dataplane.sequence_step(step)
+    content, headers = encode_infer_response(
+        model_name=result.model,
+        model_version=str(result.version),
+        request_id=decoded.id,
+        output=result.outputs,
+        binary=decoded.output_binary,
+        parameters={SEQUENCE_ID: result.sequence_id},
     )
     return Response(content, headers=headers)
 
