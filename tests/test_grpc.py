@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import queue
 import signal
+import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -686,3 +688,17 @@ def test_sigterm_lets_a_grpc_stream_in_flight_finish_then_exits_0(tmp_path: Path
         sent.put(None)
         assert list(answers) == []
         assert server.process.wait(timeout=120) == 0
+
+
+@pytest.mark.parametrize(("workers", "status"), [(1, 3), (2, 1)])
+def test_a_taken_grpc_port_stops_lstm_serve_saying_so(tmp_path: Path, workers: int, status: int) -> None:
+    store = model_store.ModelStore(tmp_path / "store")
+    save_tiny(store, seed=1)
+    with socket.socket() as taken:
+        taken.bind((harness.HOST, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        command = harness.lstm_serve_command(store.root, harness.free_port(), workers, ["--grpc-port", str(port)])
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert done.returncode == status, done.stderr[-2000:]
+    assert f"cannot listen for gRPC on {harness.HOST}:{port}" in done.stdout + done.stderr
