@@ -10,6 +10,7 @@ message answered INVALID_ARGUMENT (gRPC's own deserialiser would call it INTERNA
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -223,6 +224,9 @@ def _unary(method: str, call: Unary) -> Unary:
             if isinstance(request, Undecodable):
                 raise request.invalid()
             return await call(request, context)
+        except asyncio.CancelledError:  # the client went away (or the deadline passed)
+            code = "CANCELLED"
+            raise
         except Exception as exc:
             code, message = _failure(exc, method, rid)
         finally:
