@@ -79,7 +79,8 @@ ENV PATH=/opt/venv/bin:$PATH \
 USER 10001:10001
 WORKDIR /home/lstm
 VOLUME ["/data/model-store"]
-EXPOSE 8000
+# HTTP (LSTM_PORT) and gRPC (LSTM_GRPC_PORT, docs/grpc.md).
+EXPOSE 8000 8001
 
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('LSTM_PORT', '8000'), timeout=4)"]

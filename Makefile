@@ -6,7 +6,7 @@ STORE ?= model-store
 # torch is pinned and installed first, on its own: an unpinned torch would pull a CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install install-runtime browser serve train test lint typecheck pytest clean bench-serving bench-compare
+.PHONY: install install-runtime browser serve train test lint typecheck pytest clean bench-serving bench-compare grpc-gen
 
 # Two installs, each with a stamp so it runs once per change of pyproject.toml: the runtime one (what
 # `make serve` needs: torch, then the project) and the dev one on top of it (test, lint and type tools).
@@ -53,6 +53,22 @@ bench-compare: install
 	@$(HAS_MODEL) $(BENCH)/robust || $(BIN)/lstm-train --store $(BENCH)/robust --seed 0 --no-progress
 	$(BIN)/python -m benchmarks.serving --store $(BENCH)/robust --baseline-tree $(BASE) --servers "lstm w1" \
 		--cells small:32 large:1 --no-loadgen-check --json $(BENCH)/compare.json > $(BENCH)/compare.md
+
+# The gRPC code of service/grpc_proto/inference.proto, committed: run after changing the proto. The messages go into
+# the private pool of service/grpc_proto/pool.py (tritonclient's grpc_service.proto holds the same names in the
+# default pool), and the generated imports are made absolute.
+GRPC_PROTO := service/grpc_proto/inference.proto
+grpc-gen: install
+	PATH="$(BIN):$$PATH" $(BIN)/python -m grpc_tools.protoc -I . --python_out=. --grpc_python_out=. \
+		--mypy_out=. --mypy_grpc_out=. $(GRPC_PROTO)
+	sed -i 's/^DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(/from service.grpc_proto.pool import POOL as _POOL\nDESCRIPTOR = _POOL.AddSerializedFile(/' \
+		service/grpc_proto/inference_pb2.py
+	# The light client's copy of the messages (it imports nothing of ours), in its own private pool.
+	PATH="$(BIN):$$PATH" $(BIN)/python -m grpc_tools.protoc -I service/grpc_proto \
+		--python_out=clients/python/lstm_client/_grpc --mypy_out=clients/python/lstm_client/_grpc inference.proto
+	sed -i 's/^DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(/from lstm_client._grpc.pool import POOL as _POOL\nDESCRIPTOR = _POOL.AddSerializedFile(/' \
+		clients/python/lstm_client/_grpc/inference_pb2.py
+	$(BIN)/ruff format service/grpc_proto clients/python/lstm_client/_grpc
 
 lint: install
 	$(BIN)/ruff check .

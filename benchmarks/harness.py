@@ -219,8 +219,12 @@ def start_lstm_serve(
     timeout: float = READY_TIMEOUT_S,
     new_session: bool = False,
 ) -> ServeProcess:
-    """A real lstm-serve on `store`, ready (GET /readyz answered 200). `env` defaults to this process's."""
+    """A real lstm-serve on `store`, ready (GET /readyz answered 200). `env` defaults to this process's.
+
+    Its gRPC server listens on a port of the system's choosing (LSTM_GRPC_PORT=0) unless `env` or `args` say
+    otherwise, so that servers started at once never collide on the default 8001."""
     port = free_port() if port is None else port
+    env = {"LSTM_GRPC_PORT": "0", **(os.environ if env is None else env)}
     command = lstm_serve_command(store, port, workers, args, python)
     return start(command, port, log, env=env, cwd=cwd, timeout=timeout, new_session=new_session)
 

@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -89,6 +90,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:  # the address is taken or cannot be bound
         print(f"lstm-serve: error: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
         return 1
+    grpc_address: socket.socket | None = None
+    if workers > 1 and settings.grpc:
+        try:  # the workers' gRPC servers share it with SO_REUSEPORT, as their HTTP sockets share `sock`
+            grpc_address = reserve(settings.host, settings.grpc_port)
+        except OSError as exc:
+            sock.close()
+            print(
+                f"lstm-serve: error: cannot listen for gRPC on {settings.host}:{settings.grpc_port}: {exc}",
+                file=sys.stderr,
+            )
+            return 1
+        settings = settings.model_copy(update={"grpc_port": grpc_address.getsockname()[1]})
     metrics_dir: Path | None = settings.metrics_dir
     owned_metrics_dir = False
     if workers > 1 and metrics_dir is None:
@@ -124,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             runner = runner_command() if settings.job_runner else None
             return Supervisor(sock, spec, workers, settings.drain_timeout, runner=runner).run()
     finally:
+        if grpc_address is not None:
+            grpc_address.close()
         if owned_metrics_dir and metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
         if peers is not None:

@@ -22,6 +22,7 @@ from service.components import Components
 from service.config import Settings
 from service.content_type import ContentTypeMiddleware
 from service.errors import ServiceError, status_for
+from service.grpc_server import GrpcServer
 from service.job_runner import run_jobs
 from service.metrics import MetricsMiddleware
 from service.peers import Peers
@@ -70,6 +71,13 @@ def create_app(settings: Settings, *, peers: Peers | None = None) -> FastAPI:
         gc.collect()
         gc.freeze()
         try:
+            # Beside uvicorn on this event loop; stopped (drained) before the components it calls are closed.
+            grpc_server = await GrpcServer.start(components) if settings.grpc else None
+            app.state.grpc_server = grpc_server
+        except BaseException:
+            await components.close()
+            raise
+        try:
             async with run_jobs(settings, components.jobs, on_success=components.poller.refresh) as components.job_work:
                 poll = asyncio.create_task(components.poller.run_forever(), name="store-poll")
                 reaper = asyncio.create_task(components.dataplane.sequences.reap_forever(), name="sequence-reaper")
@@ -81,6 +89,8 @@ def create_app(settings: Settings, *, peers: Peers | None = None) -> FastAPI:
                         with contextlib.suppress(asyncio.CancelledError):
                             await task
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop(settings.drain_timeout)
             await components.close()
 
     app = FastAPI(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -31,9 +32,17 @@ def bucket(length: int) -> int:
 
 
 @dataclass
+class Timing:
+    """Filled in for a caller that passes one: how long the forward pass its request ran in took."""
+
+    compute_ns: int = 0
+
+
+@dataclass
 class _Request:
     x: np.ndarray  # (seq, batch, features)
     future: asyncio.Future[np.ndarray]
+    timing: Timing | None = None
 
 
 @dataclass
@@ -62,7 +71,7 @@ class Batcher:
         self._on_batch = on_batch
         self._lanes: dict[tuple[str, int], tuple[ServedModel, _Lane]] = {}
 
-    async def submit(self, served: ServedModel, x: np.ndarray) -> np.ndarray:
+    async def submit(self, served: ServedModel, x: np.ndarray, timing: Timing | None = None) -> np.ndarray:
         """The outputs for `x`, computed in a batch with whatever else is queued for the same version."""
         key = (served.name, served.version)
         entry = self._lanes.get(key)
@@ -75,7 +84,7 @@ class Batcher:
         if lane.worker is None or lane.worker.done():
             lane.worker = asyncio.create_task(self._work(served, lane), name=f"batcher-{served.name}-{served.version}")
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        lane.queue.put_nowait(_Request(x, future))
+        lane.queue.put_nowait(_Request(x, future, timing))
         return await future
 
     async def _take(self, lane: _Lane) -> list[_Request]:
@@ -112,6 +121,7 @@ class Batcher:
         live = [request for request in group if not request.future.done()]  # skip clients that went away
         if not live:
             return
+        started = time.perf_counter_ns()
         try:
             if len(live) == 1 and live[0].x.size <= self.inline_max_elements:
                 outputs = [served(live[0].x)]
@@ -125,7 +135,10 @@ class Batcher:
                 if not request.future.done():
                     request.future.set_exception(exc)
             return
+        elapsed = time.perf_counter_ns() - started
         for request, output in zip(live, outputs, strict=True):
+            if request.timing is not None:
+                request.timing.compute_ns = elapsed
             if not request.future.done():
                 request.future.set_result(output)
 

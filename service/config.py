@@ -31,6 +31,14 @@ class Settings(BaseSettings):
         description="server processes (each loads every serving model and has its own listening socket); "
         "auto: one per core of the CPU budget (affinity and cgroup quota)",
     )
+    grpc: bool = Field(True, description="serve the Open Inference Protocol over gRPC too, on grpc_port (docs/grpc.md)")
+    grpc_port: int = Field(
+        8001,
+        ge=0,
+        le=65535,
+        description="gRPC port, on the same host; with several workers each listens on it (SO_REUSEPORT); "
+        "0: any free one",
+    )
     torch_threads: int = Field(1, ge=1, le=256, description="torch intra-op threads per worker")
     api_token: SecretStr | None = Field(
         None, description="bearer token for mutating routes; when unset they are open to loopback clients only"

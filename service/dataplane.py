@@ -8,6 +8,7 @@ of service/errors.py and model_store, which each transport maps to its own statu
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError, version
 
@@ -17,11 +18,22 @@ import torch
 
 import model_store
 from service import metrics
-from service.batching import Batcher
+from service.batching import Batcher, Timing
 from service.config import Settings
 from service.errors import InvalidInputError, NotReadyError, SequenceStateError, SequenceUnsupportedError
+from service.inference_stats import Duration, InferenceStats, VersionStats
 from service.predictor import Predictor, ServedModel
-from service.schemas import DEFAULT_MODEL, ModelMetadata, ServerMetadata, TensorMetadata
+from service.schemas import (
+    DEFAULT_MODEL,
+    InferStatistics,
+    ModelConfigBody,
+    ModelConfigTensor,
+    ModelMetadata,
+    ModelStatistics,
+    ServerMetadata,
+    StatisticDuration,
+    TensorMetadata,
+)
 from service.sequence_batcher import SequenceBatcher
 from service.sequence_types import SequenceId, SequenceOutput, SequenceRouter, SequenceStep
 from service.sequences import LiveSequence, SequenceTable
@@ -29,8 +41,9 @@ from service.tensors import brief
 
 __all__ = ["DEFAULT_MODEL", "DataPlane", "parse_version"]
 SERVER_NAME = "lstm-service"
-EXTENSIONS = ("binary_tensor_data",)
+EXTENSIONS = ("binary_tensor_data", "model_repository", "statistics", "model_configuration")
 PLATFORM = "pytorch_torchscript"
+BACKEND = "pytorch"
 
 
 def server_version() -> str:
@@ -66,6 +79,7 @@ class DataPlane:
         self.executor = ThreadPoolExecutor(
             1, "inference", initializer=torch.set_num_threads, initargs=(settings.torch_threads,)
         )
+        self.stats = InferenceStats()
         self.batcher: Batcher | None = None
         if settings.batching:
             self.batcher = Batcher(
@@ -152,6 +166,40 @@ class DataPlane:
             outputs=[TensorMetadata.of(spec) for spec in manifest.outputs],
         )
 
+    def model_config(self, name: str, version: int | str | None) -> ModelConfigBody:
+        """The model's configuration as Triton's ModelConfig names it: the tensors of `version` (None: serving)."""
+        metadata = self.model_metadata(name, version)
+
+        def tensors(specs: list[TensorMetadata]) -> list[ModelConfigTensor]:
+            return [ModelConfigTensor(name=t.name, data_type=f"TYPE_{t.datatype}", dims=t.shape) for t in specs]
+
+        return ModelConfigBody(
+            name=name,
+            platform=PLATFORM,
+            backend=BACKEND,
+            version_policy={"all": {}},  # any stored version can be named in a request
+            max_batch_size=0,
+            input=tensors(metadata.inputs),
+            output=tensors(metadata.outputs),
+        )
+
+    def model_statistics(self, name: str | None, version: int | str | None) -> list[ModelStatistics]:
+        """This worker's statistics of `name` (None: every model it has run) and `version` (None: all of them).
+
+        A known model that has not been run here yet answers zeros for its serving version."""
+        if name is None:
+            return [_statistics(stats) for stats in self.stats.of(None, None)]
+        if not self.store.versions(name):
+            raise model_store.ModelNotFoundError(f"model {name!r} not found")
+        number = None if version is None else self.predictor.version_of(name, version)
+        found = self.stats.of(name, number)
+        if not found:
+            served = self.predictor.current(name)
+            shown = number if number is not None else (served.version if served is not None else None)
+            if shown is not None:
+                found = [VersionStats(name, shown)]
+        return [_statistics(stats) for stats in found]
+
     # ---- inference -----------------------------------------------------------------------------------
 
     async def model_for(self, name: str, version: int | str | None) -> ServedModel:
@@ -167,17 +215,30 @@ class DataPlane:
 
     async def infer(self, served: ServedModel, x: np.ndarray) -> np.ndarray:
         """Run the model on one request's (seq, batch, input) float32 array: batched with others when small,
-        else alone. Returns (seq, batch, output) float32.
+        else alone. Returns (seq, batch, output) float32. Counted in the statistics of its version.
 
         A tiny request runs inline (a thread hop costs more than it does): here without batching, in the
         batcher when it is a batch of one.
         """
+        started = time.perf_counter_ns()
+        timing = Timing()
+        try:
+            output = await self._infer(served, x, timing)
+        except BaseException:  # cancelled too: the request did not succeed
+            self.stats.failed(served.name, served.version, time.perf_counter_ns() - started)
+            raise
+        self.stats.succeeded(
+            served.name, served.version, x.shape[1], time.perf_counter_ns() - started, timing.compute_ns
+        )
+        return output
+
+    async def _infer(self, served: ServedModel, x: np.ndarray, timing: Timing) -> np.ndarray:
         if self.batcher is not None and x.size <= self.settings.batch_max_elements:
-            return await self.batcher.submit(served, x)  # the batcher records the batch size
+            return await self.batcher.submit(served, x, timing)  # the batcher records the batch size
         if x.size <= self.settings.inline_max_elements:
-            output = served(x)
+            output = _timed(served, x, timing)
         else:
-            output = await self._forward_in_thread(served, x)
+            output = await asyncio.get_running_loop().run_in_executor(self.executor, _timed, served, x, timing)
         metrics.BATCH_SIZE.labels(served.name).observe(x.shape[1])
         return output
 
@@ -282,3 +343,35 @@ class DataPlane:
             await self.sequence_batcher.close()
         self.sequences.clear()
         self.executor.shutdown(wait=True)
+
+
+def _timed(served: ServedModel, x: np.ndarray, timing: Timing) -> np.ndarray:
+    started = time.perf_counter_ns()
+    output = served(x)
+    timing.compute_ns = time.perf_counter_ns() - started
+    return output
+
+
+def _duration(value: Duration) -> StatisticDuration:
+    return StatisticDuration(count=value.count, ns=value.ns)
+
+
+def _statistics(stats: VersionStats) -> ModelStatistics:
+    zero = StatisticDuration(count=0, ns=0)  # what this server does not measure apart, or has not (no cache)
+    return ModelStatistics(
+        name=stats.name,
+        version=str(stats.version),
+        last_inference=stats.last_inference_ms,
+        inference_count=stats.inference_count,
+        execution_count=stats.execution_count,
+        inference_stats=InferStatistics(
+            success=_duration(stats.success),
+            fail=_duration(stats.fail),
+            queue=_duration(stats.queue),
+            compute_input=zero,
+            compute_infer=_duration(stats.compute_infer),
+            compute_output=zero,
+            cache_hit=zero,
+            cache_miss=zero,
+        ),
+    )

@@ -84,21 +84,27 @@ def _is_loopback(host: str | None) -> bool:
         return False
 
 
-async def require_admin(request: Request, settings: SettingsDep, credentials: BearerDep) -> None:
-    """Training and store changes: a bearer token when one is configured, else loopback clients only."""
+def check_admin(settings: Settings, client_host: str | None, bearer_token: str | None) -> None:
+    """The rule for training and store changes, whatever the transport: the bearer token when one is configured
+    (`bearer_token` is what the client sent after "Bearer ", None without one), else loopback clients only."""
     token = settings.api_token
     if token is None:
-        host = request.client.host if request.client else None
-        if not _is_loopback(host):
+        if not _is_loopback(client_host):
             raise ForbiddenError(
                 "management is open to loopback clients only while LSTM_API_TOKEN is unset; "
                 "set a token and send 'Authorization: Bearer <token>'"
             )
         return
-    if credentials is None:  # no Authorization header, another scheme, or no credentials after "Bearer"
+    if bearer_token is None:  # no Authorization header, another scheme, or no credentials after "Bearer"
         raise UnauthorizedError("missing credentials; expected 'Authorization: Bearer <token>'")
-    if not hmac.compare_digest(credentials.credentials.encode(), token.get_secret_value().encode()):
+    if not hmac.compare_digest(bearer_token.encode(), token.get_secret_value().encode()):
         raise ForbiddenError("invalid token")
+
+
+async def require_admin(request: Request, settings: SettingsDep, credentials: BearerDep) -> None:
+    """Training and store changes: a bearer token when one is configured, else loopback clients only."""
+    host = request.client.host if request.client else None
+    check_admin(settings, host, None if credentials is None else credentials.credentials)
 
 
 # A route's `dependencies=[AdminDep]`: it answers nothing, it only refuses.

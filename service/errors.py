@@ -78,6 +78,28 @@ STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
 )
 
 
+# The same statuses as gRPC codes (names of grpc.StatusCode, so this module needs no grpc): the gRPC transport
+# answers every domain error with the code of its HTTP status. A tensor over the element limit (413) is
+# RESOURCE_EXHAUSTED, the code gRPC itself gives a message over the size limit; 507 (disk full) too.
+GRPC_CODE_BY_STATUS: dict[int, str] = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "FAILED_PRECONDITION",
+    413: "RESOURCE_EXHAUSTED",
+    422: "INVALID_ARGUMENT",
+    429: "RESOURCE_EXHAUSTED",
+    503: "UNAVAILABLE",
+    507: "RESOURCE_EXHAUSTED",
+}
+
+
+def grpc_code_for(status: int) -> str:
+    """The gRPC code name of an HTTP status from the table above; INTERNAL for anything else (a 500)."""
+    return GRPC_CODE_BY_STATUS.get(status, "INTERNAL")
+
+
 def status_for(error: Exception) -> int:
     """The HTTP status of a domain error; 500 for anything unexpected."""
     for kind, status in STATUS_BY_ERROR:

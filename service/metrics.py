@@ -34,6 +34,13 @@ LATENCY = Histogram(
     ["method", "route", "status"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
+GRPC_REQUESTS = Counter("lstm_grpc_requests_total", "gRPC calls by method and status code", ["method", "code"])
+GRPC_LATENCY = Histogram(
+    "lstm_grpc_request_duration_seconds",
+    "gRPC call latency by method and status code (each message of a stream on its own)",
+    ["method", "code"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
 BATCH_SIZE = Histogram(
     "lstm_inference_batch_size",
     "sequences (batch dimension) per forward pass",

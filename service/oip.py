@@ -49,14 +49,43 @@ def parse_header_length(value: str | None) -> int | None:
     return int(match.group(1))
 
 
-def decode_infer_request(body: bytes, header_length: int | None, *, input_size: int, max_elements: int) -> InferRequest:
-    """Parse and validate a V2 inference request; every problem raises InvalidInputError or PayloadTooLargeError."""
-    header_bytes, binary = _split_body(body, header_length)
-    # The header's structure and JSON types; what follows needs the model or sizes.
-    header = validate_header(parse_json_object(header_bytes), input_size)
+@dataclass(frozen=True)
+class CheckedHeader:
+    """An inference request's header, validated against the model and the limits; its tensor not yet read.
+
+    What the JSON path (decode_infer_request) and the gRPC one (service/grpc_codec.py) share: each then reads the
+    tensor from where its transport carries it."""
+
+    id: str | None
+    name: str  # the input's
+    datatype: str
+    dtype: np.dtype[Any]
+    shape: list[int]
+    count: int  # elements of `shape`
+    input_parameters: dict[str, Any]
+    request_parameters: dict[str, Any]
+    output_binary: bool
+    output_names: tuple[str, ...]
+    data: list[Any] | None  # the JSON 'data' as sent (not walked yet)
+
+    def request(self, tensor: npt.NDArray[np.float32]) -> InferRequest:
+        """The decoded request once its tensor is read."""
+        return InferRequest(
+            id=self.id,
+            input_name=self.name,
+            tensor=tensor,
+            output_binary=self.output_binary,
+            output_names=self.output_names,
+            parameters=self.request_parameters,
+        )
+
+
+def check_header(request: dict[str, Any], *, input_size: int, max_elements: int) -> CheckedHeader:
+    """Validate an inference request header (the JSON object, or its gRPC twin as the same dict): its structure,
+    the shape against the model, the element limit, parameters and requested outputs."""
+    header = validate_header(request, input_size)
     spec = header.inputs[0]
     name, datatype = spec.name, spec.datatype
-    dtype = _DTYPES[datatype]
     shape = _shape(spec.shape, name, input_size)
     count = math.prod(shape)  # Python ints: no overflow, and nothing is allocated from it yet
     if count > max_elements:
@@ -67,30 +96,41 @@ def decode_infer_request(body: bytes, header_length: int | None, *, input_size: 
     input_parameters = spec.parameters or {}
     _reject_unsupported(input_parameters, f"input {name!r}")
     output_binary, output_names = _requested_outputs(header.outputs, request_parameters)
+    return CheckedHeader(
+        id=header.id,
+        name=name,
+        datatype=datatype,
+        dtype=_DTYPES[datatype],
+        shape=shape,
+        count=count,
+        input_parameters=input_parameters,
+        request_parameters=request_parameters,
+        output_binary=output_binary,
+        output_names=output_names,
+        data=spec.data,
+    )
 
-    if "binary_data_size" in input_parameters:
-        if spec.data is not None:
+
+def decode_infer_request(body: bytes, header_length: int | None, *, input_size: int, max_elements: int) -> InferRequest:
+    """Parse and validate a V2 inference request; every problem raises InvalidInputError or PayloadTooLargeError."""
+    header_bytes, binary = _split_body(body, header_length)
+    # The header's structure and JSON types, then what needs the model or sizes.
+    checked = check_header(parse_json_object(header_bytes), input_size=input_size, max_elements=max_elements)
+    name, spec_data = checked.name, checked.data
+    if "binary_data_size" in checked.input_parameters:
+        if spec_data is not None:
             raise InvalidInputError(
                 f"input {name!r} has both 'data' and parameters.binary_data_size but exactly one of them was expected"
             )
-        tensor = _binary_tensor(
-            input_parameters["binary_data_size"], binary, header_length, name, datatype, dtype, shape, count
-        )
+        tensor = _binary_tensor(checked.input_parameters["binary_data_size"], binary, header_length, checked)
     else:
         if len(binary):
             raise InvalidInputError(
                 f"the body has {len(binary)} bytes after the {header_length}-byte JSON header but no input declares "
                 "parameters.binary_data_size; binary data is expected only for an input that declares its size"
             )
-        tensor = _json_tensor(spec.data, name, shape, count)
-    return InferRequest(
-        id=header.id,
-        input_name=name,
-        tensor=tensor,
-        output_binary=output_binary,
-        output_names=output_names,
-        parameters=request_parameters,
-    )
+        tensor = _json_tensor(spec_data, name, checked.shape, checked.count)
+    return checked.request(tensor)
 
 
 def encode_infer_response(
@@ -199,15 +239,9 @@ def _requested_outputs(
 
 
 def _binary_tensor(
-    size: object,
-    binary: memoryview,
-    header_length: int | None,
-    name: str,
-    datatype: str,
-    dtype: np.dtype[Any],
-    shape: list[int],
-    count: int,
+    size: object, binary: memoryview, header_length: int | None, checked: CheckedHeader
 ) -> npt.NDArray[np.float32]:
+    name = checked.name
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise InvalidInputError(
             f"input {name!r} has parameters.binary_data_size {shown(size)} but a non-negative byte count was expected"
@@ -217,21 +251,32 @@ def _binary_tensor(
             f"input {name!r} declares parameters.binary_data_size but the request has no {HEADER_LENGTH_HEADER} "
             "header; that header with the byte length of the JSON part was expected"
         )
-    needed = count * dtype.itemsize
+    needed = checked.count * checked.dtype.itemsize
     if size != needed:
-        raise InvalidInputError(
-            f"input {name!r} has parameters.binary_data_size {size} but shape {shape} of {datatype} needs "
-            f"{needed} bytes ({count} elements of {dtype.itemsize} bytes)"
-        )
+        raise InvalidInputError(f"input {name!r} has parameters.binary_data_size {size} but {needs(checked)}")
     if len(binary) != size:
         raise InvalidInputError(
             f"the body has {len(binary)} bytes after the {header_length}-byte JSON header but input {name!r} "
             f"declares parameters.binary_data_size {size}; exactly that many bytes were expected"
         )
+    return tensor_from_bytes(binary, checked)
+
+
+def needs(checked: CheckedHeader) -> str:
+    """What the input's raw bytes must be, for a message: "shape [2, 3, 1] of FP32 needs 24 bytes (...)"."""
+    itemsize = checked.dtype.itemsize
+    return (
+        f"shape {checked.shape} of {checked.datatype} needs {checked.count * itemsize} bytes "
+        f"({checked.count} elements of {itemsize} bytes)"
+    )
+
+
+def tensor_from_bytes(raw: bytes | memoryview, checked: CheckedHeader) -> npt.NDArray[np.float32]:
+    """The input's little-endian bytes (already checked to be `count` elements) as a finite float32 tensor."""
     # astype always copies: the result is aligned, native-endian and writable (frombuffer's view of bytes is not).
     with np.errstate(over="ignore"):
-        tensor = np.frombuffer(binary, dtype=dtype).astype(np.float32).reshape(shape)
-    check_finite(tensor, f"input {name!r}")
+        tensor = np.frombuffer(raw, dtype=checked.dtype).astype(np.float32).reshape(checked.shape)
+    check_finite(tensor, f"input {checked.name!r}")
     return tensor
 
 

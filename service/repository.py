@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Literal
 
 import anyio.to_thread
 
 import model_store
-from service.errors import ConflictError
+from service.errors import ConflictError, NotReadyError
 from service.predictor import Predictor
 from service.schemas import (
     AliasSet,
@@ -21,6 +22,7 @@ from service.schemas import (
     LoadError,
     ModelListing,
     ModelSummary,
+    RepositoryModel,
     VersionManifest,
     VersionSummary,
 )
@@ -57,6 +59,55 @@ class Repository:
                 continue  # deleted since the scan
         return ModelListing(
             models=models, damaged=[DamagedEntry(name=found.model, error=found.reason) for found in damaged]
+        )
+
+    # ---- the OIP model repository extension (index, load, unload) --------------------------------------
+
+    async def index(self, ready_only: bool) -> list[RepositoryModel]:
+        """Every version in the store: READY when this worker has it loaded (serving, or cached after a request
+        named it), else UNAVAILABLE with the reason; only the READY ones with `ready_only`."""
+        return await anyio.to_thread.run_sync(self._index, ready_only)
+
+    def _index(self, ready_only: bool) -> list[RepositoryModel]:
+        entries = []
+        for name in self.store.scan().models:
+            try:
+                versions = self.store.versions(name)
+            except model_store.StoreError:
+                continue  # damaged or deleted since the scan: /models shows why
+            for version in versions:
+                loaded = self.predictor.cached(name, version) is not None
+                if ready_only and not loaded:
+                    continue
+                reason = "" if loaded else "not loaded in this worker; a request that names it loads it"
+                state: Literal["READY", "UNAVAILABLE"] = "READY" if loaded else "UNAVAILABLE"
+                entries.append(RepositoryModel(name=name, version=str(version), state=state, reason=reason))
+        return entries
+
+    async def load(self, name: str) -> None:
+        """Triton's load: read the store now (as its next poll would) and answer once the model serves here.
+
+        Every model of the store is served by every worker without being asked; this makes a just-saved model
+        serve at once and says whether it can (404 unknown, 409 or 503 when it cannot be loaded)."""
+        model_store.check_name(name)
+        await self._refresh()
+        if self.predictor.current(name) is None:
+            if not await anyio.to_thread.run_sync(self.store.versions, name):
+                raise model_store.ModelNotFoundError(f"model {name!r} not found")
+            failure = self.predictor.failures().get(name)
+            raise NotReadyError(
+                f"model {name!r} cannot be loaded: {failure.error if failure else 'no servable version'}"
+            )
+
+    async def unload(self, name: str) -> None:
+        """Triton's unload, refused: this server serves every model of its store in every worker."""
+        model_store.check_name(name)
+        if not await anyio.to_thread.run_sync(self.store.versions, name):
+            raise model_store.ModelNotFoundError(f"model {name!r} not found")
+        raise ConflictError(
+            f"model {name!r} cannot be unloaded: every model in the store is served; to stop serving a version, "
+            "point its alias elsewhere (PUT /models/{name}/aliases/production) or delete it "
+            "(DELETE /models/{name}/versions/{v})"
         )
 
     def _summary(self, name: str) -> ModelSummary:

@@ -13,6 +13,11 @@ HEADER = "X-Request-ID"
 _SANE = re.compile(rb"[A-Za-z0-9._:/+=-]{1,128}")
 
 
+def sane_or_new(incoming: bytes) -> str:
+    """The client's id when it is sane, else a new one (also for gRPC's x-request-id metadata)."""
+    return incoming.decode("ascii") if _SANE.fullmatch(incoming) else uuid.uuid4().hex
+
+
 def request_id(request: Request) -> str:
     """The id of `request` (set by RequestIdMiddleware); '-' outside it."""
     found: str = request.scope.get("state", {}).get("request_id", "-")
@@ -34,7 +39,7 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         incoming = dict(scope["headers"]).get(HEADER.lower().encode(), b"")
-        rid = incoming.decode("ascii") if _SANE.fullmatch(incoming) else uuid.uuid4().hex
+        rid = sane_or_new(incoming)
         scope.setdefault("state", {})["request_id"] = rid
         raw_header = (HEADER.lower().encode(), rid.encode("ascii"))
 

@@ -151,6 +151,83 @@ class InferResponseHeader(BaseModel):
     outputs: list[InferOutput]
 
 
+class ModelConfigTensor(BaseModel):
+    """An input or output of GET /v2/models/{name}/config, as Triton's model_config.proto names it."""
+
+    name: str
+    data_type: str = Field(description="TYPE_FP32, ...")
+    dims: list[int] = Field(description="the whole shape, -1 for a free dimension (max_batch_size is 0)")
+
+
+class ModelConfigBody(BaseModel):
+    """GET /v2/models/{name}[/versions/{version}]/config: Triton's ModelConfig fields that describe the model."""
+
+    name: str
+    platform: str
+    backend: str
+    version_policy: dict[str, dict[str, Any]] = Field(description='{"all": {}}: any version can be asked for')
+    max_batch_size: int = Field(description="0: batch is the middle dimension of the tensors' dims")
+    input: list[ModelConfigTensor]
+    output: list[ModelConfigTensor]
+
+
+class StatisticDuration(BaseModel):
+    """A count and cumulative nanoseconds."""
+
+    count: int
+    ns: int
+
+
+class InferStatistics(BaseModel):
+    """Triton's inference_stats of one model version."""
+
+    success: StatisticDuration
+    fail: StatisticDuration
+    queue: StatisticDuration
+    compute_input: StatisticDuration
+    compute_infer: StatisticDuration
+    compute_output: StatisticDuration
+    cache_hit: StatisticDuration
+    cache_miss: StatisticDuration
+
+
+class ModelStatistics(BaseModel):
+    """One model version's statistics in the worker that answers."""
+
+    name: str
+    version: str
+    last_inference: int = Field(description="ms since the epoch; 0: never")
+    inference_count: int = Field(description="sequences (batch columns) inferred")
+    execution_count: int = Field(description="requests run")
+    inference_stats: InferStatistics
+    batch_stats: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class ModelStatisticsBody(BaseModel):
+    """GET /v2/models[/{name}[/versions/{version}]]/stats."""
+
+    model_stats: list[ModelStatistics]
+
+
+class RepositoryIndexRequest(BaseModel):
+    """POST /v2/repository/index body (optional)."""
+
+    ready: bool = Field(False, description="only the versions this worker has loaded")
+
+
+class RepositoryChange(BaseModel):
+    """POST /v2/repository/models/{name}/load (and unload): an empty object once done."""
+
+
+class RepositoryModel(BaseModel):
+    """One version in POST /v2/repository/index."""
+
+    name: str
+    version: str
+    state: Literal["READY", "UNAVAILABLE"]
+    reason: str
+
+
 # ---- /predict --------------------------------------------------------------------------------------------
 
 DEFAULT_MODEL = "lstm"

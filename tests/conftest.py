@@ -88,7 +88,9 @@ REMOTE = ("203.0.113.7", 50000)
 
 
 def make_client(store: model_store.ModelStore, client: tuple[str, int] = LOOPBACK, **overrides: object) -> TestClient:
-    """A TestClient over the real app and lifespan for `store` (enter it with `with`)."""
+    """A TestClient over the real app and lifespan for `store` (enter it with `with`); no gRPC server unless
+    `grpc=True` is passed (then on a free port, grpc_port=0, unless one is given)."""
+    overrides = {"grpc": False, "grpc_port": 0, **overrides}
     settings = Settings(store_dir=store.root, poll_interval=0.05, **overrides)  # type: ignore[arg-type]
     return TestClient(create_app(settings), client=client)
 

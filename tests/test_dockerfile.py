@@ -173,10 +173,12 @@ def test_store_dir_is_a_volume(final: Stage) -> None:
     assert store in volumes, volumes
 
 
-def test_server_listens_on_every_interface_on_port_8000(final: Stage) -> None:
-    assert final.all("EXPOSE") == ["8000"]
+def test_server_listens_on_every_interface_on_port_8000_and_grpc_on_8001(final: Stage) -> None:
+    assert final.all("EXPOSE") == ["8000 8001"]
     assert final.env().get("LSTM_HOST") == "0.0.0.0"
     assert final.env().get("LSTM_PORT", "8000") == "8000"
+    assert final.env().get("LSTM_GRPC_PORT", "8001") == "8001"
+    assert final.env().get("LSTM_GRPC", "true") == "true"
 
 
 def test_image_sets_no_api_token(stages: list[Stage]) -> None:

@@ -84,7 +84,7 @@ def test_every_answer_carries_a_request_id(client: TestClient) -> None:
 def test_a_500_has_no_traceback_and_names_its_request_id_in_the_answer_and_the_log(
     served_store: model_store.ModelStore, caplog: pytest.LogCaptureFixture
 ) -> None:
-    app = create_app(Settings(store_dir=served_store.root))
+    app = create_app(Settings(store_dir=served_store.root, grpc=False))
     with TestClient(app, client=LOOPBACK, raise_server_exceptions=False) as client:
 
         def broken() -> model_store.Scan:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Body, Request, Response
 
 from service.dataplane import DataPlane, parse_version
-from service.deps import DataPlaneDep
+from service.deps import AdminDep, DataPlaneDep, RepositoryDep
 from service.oip import (
     HEADER_LENGTH_HEADER,
     InferRequest,
@@ -19,8 +19,13 @@ from service.oip_header import InferRequestHeader
 from service.schemas import (
     ErrorBody,
     InferResponseHeader,
+    ModelConfigBody,
     ModelMetadata,
     ModelReady,
+    ModelStatisticsBody,
+    RepositoryChange,
+    RepositoryIndexRequest,
+    RepositoryModel,
     ServerLive,
     ServerMetadata,
     ServerReady,
@@ -34,6 +39,8 @@ router = APIRouter(prefix="/v2", tags=["open inference protocol"], responses=err
 MODEL_ERRORS = error_responses(404, 409)  # an unknown model or version, a damaged version
 # and a body that ended early, a version that fails verification (or a sequence misuse), too many live sequences
 INFER_ERRORS = error_responses(400, 404, 409, 429)
+# No or a wrong token, an unknown model, a model that cannot be unloaded.
+REPOSITORY_ERRORS = (401, 403, 404, 409)
 
 # The body is decoded by service/oip.py: orjson, then the header's pydantic model (service/oip_header.py),
 # then numpy for the tensor; FastAPI does not parse it, so the schema is given here.
@@ -119,6 +126,62 @@ async def ready(dataplane: DataPlaneDep) -> ServerReady:
     """200 once a model is loaded, else 503."""
     dataplane.check_ready()
     return ServerReady(ready=True)
+
+
+# ---- statistics, model configuration and the repository extension (what tritonclient calls besides) -----
+# Declared before /models/{name}: "stats" is a valid model name, and these paths must win.
+
+
+@router.get("/models/stats")
+async def all_statistics(dataplane: DataPlaneDep) -> ModelStatisticsBody:
+    """Inference statistics of every model version this worker has run (counts, cumulative ns)."""
+    return ModelStatisticsBody(model_stats=dataplane.model_statistics(None, None))
+
+
+@router.get("/models/{name}/stats", responses=MODEL_ERRORS)
+async def model_statistics(name: str, dataplane: DataPlaneDep) -> ModelStatisticsBody:
+    """Inference statistics of the model's versions in this worker (zeros for its serving one before any)."""
+    return ModelStatisticsBody(model_stats=dataplane.model_statistics(name, None))
+
+
+@router.get("/models/{name}/versions/{model_version}/stats", responses=MODEL_ERRORS)
+async def model_version_statistics(name: str, model_version: str, dataplane: DataPlaneDep) -> ModelStatisticsBody:
+    """Inference statistics of one version (a number or an alias) in this worker."""
+    return ModelStatisticsBody(model_stats=dataplane.model_statistics(name, parse_version(model_version)))
+
+
+@router.get("/models/{name}/config", responses=MODEL_ERRORS)
+async def model_config(name: str, dataplane: DataPlaneDep) -> ModelConfigBody:
+    """The serving version's configuration, as Triton's ModelConfig names it."""
+    return dataplane.model_config(name, None)
+
+
+@router.get("/models/{name}/versions/{model_version}/config", responses=MODEL_ERRORS)
+async def model_version_config(name: str, model_version: str, dataplane: DataPlaneDep) -> ModelConfigBody:
+    """One version's configuration (a number or an alias)."""
+    return dataplane.model_config(name, parse_version(model_version))
+
+
+@router.post("/repository/index")
+async def repository_index(
+    repository: RepositoryDep, request: Annotated[RepositoryIndexRequest | None, Body()] = None
+) -> list[RepositoryModel]:
+    """Every version in the store: READY when this worker has it loaded, else UNAVAILABLE and why."""
+    return await repository.index(request.ready if request is not None else False)
+
+
+@router.post("/repository/models/{name}/load", dependencies=[AdminDep], responses=error_responses(*REPOSITORY_ERRORS))
+async def repository_load(name: str, repository: RepositoryDep) -> RepositoryChange:
+    """Read the store now and answer once the model serves here (every worker serves every model of the store)."""
+    await repository.load(name)
+    return RepositoryChange()
+
+
+@router.post("/repository/models/{name}/unload", dependencies=[AdminDep], responses=error_responses(*REPOSITORY_ERRORS))
+async def repository_unload(name: str, repository: RepositoryDep) -> RepositoryChange:
+    """Refused with 409 for a stored model: this server serves every model of its store (see the message)."""
+    await repository.unload(name)
+    return RepositoryChange()
 
 
 @router.get("/models/{name}", responses=MODEL_ERRORS)

@@ -1,5 +1,7 @@
 """lstm-client: the light Python client of lstm-service and its `lstm` command (httpx, numpy, websockets; no torch)."""
 
+from typing import TYPE_CHECKING
+
 from lstm_client.client import FINISHED, Client, Job, Prediction
 from lstm_client.errors import (
     ApiError,
@@ -13,6 +15,19 @@ from lstm_client.errors import (
 )
 from lstm_client.stream import Stream, StreamStep
 
+if TYPE_CHECKING:
+    from lstm_client.grpc_client import GrpcClient
+
+
+def __getattr__(name: str) -> object:
+    """GrpcClient on first use: it needs the `grpc` extra, which the HTTP client does not."""
+    if name == "GrpcClient":
+        from lstm_client.grpc_client import GrpcClient
+
+        return GrpcClient
+    raise AttributeError(f"module 'lstm_client' has no attribute {name!r}")
+
+
 __all__ = [
     "FINISHED",
     "ApiError",
@@ -20,6 +35,7 @@ __all__ = [
     "BusyError",
     "Client",
     "ClientError",
+    "GrpcClient",
     "Job",
     "JobFailedError",
     "NotFoundError",

@@ -1,0 +1,1 @@
+"""The Open Inference Protocol's gRPC messages for GrpcClient, generated from the server's inference.proto."""
