@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +19,10 @@ from service import Settings, create_app
 from training import LSTMRegressor, ModelConfig, sequence_support
 
 SaveTiny = Callable[..., model_store.Manifest]
+
+# Every lstm-serve a test starts (through the harness, or a Popen of its own) binds its gRPC server on a port of
+# the system's choosing: test files run in parallel, and two servers on the default 8001 would stop each other.
+os.environ["LSTM_GRPC_PORT"] = "0"
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
