@@ -29,8 +29,7 @@ from service.grpc_proto import inference_pb2 as pb
 from service.grpc_proto import inference_pb2_grpc as pb_grpc
 from service.oip import InferRequest
 from service.request_id import sane_or_new
-from service.sequence_params import SEQUENCE_ID, is_sequence_request, parse_sequence_params
-from service.sequence_types import SequenceStep
+from service.sequence_params import SEQUENCE_ID, is_sequence_request, sequence_step_of
 
 log = logging.getLogger("service.grpc")
 
@@ -104,14 +103,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, name: str, version: int | str | None, decoded: InferRequest
     ) -> pb.ModelInferResponse:
         """A chunk of a stateful sequence, as REST's (Triton's sequence_id, sequence_start, sequence_end)."""
-        params = parse_sequence_params(decoded.parameters, max_id_length=self.settings.sequence_id_max_length)
-        step = SequenceStep(
-            model=name,
-            version=version,
-            sequence_id=params.sequence_id,
-            start=params.start,
-            end=params.end,
-            samples=decoded.tensor,
+        step = sequence_step_of(
+            name, version, decoded.parameters, decoded.tensor, max_id_length=self.settings.sequence_id_max_length
         )
         result = await self.dataplane.sequence_step(step)
         return grpc_codec.encode_model_infer(

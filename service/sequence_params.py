@@ -5,8 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
+import numpy as np
+import numpy.typing as npt
+
 from service.errors import InvalidInputError
-from service.sequence_types import SequenceId
+from service.sequence_types import SequenceId, SequenceStep
 from service.tensors import brief, json_kind
 
 SEQUENCE_ID: Final = "sequence_id"
@@ -41,6 +44,26 @@ def parse_sequence_params(parameters: dict[str, Any], *, max_id_length: int) -> 
         sequence_id=_sequence_id(parameters[SEQUENCE_ID], max_id_length),
         start=_flag(parameters, SEQUENCE_START),
         end=_flag(parameters, SEQUENCE_END),
+    )
+
+
+def sequence_step_of(
+    model: str,
+    version: int | str | None,
+    parameters: dict[str, Any],
+    samples: npt.NDArray[np.float32],
+    *,
+    max_id_length: int,
+) -> SequenceStep:
+    """The step an OIP request of a sequence carries (REST and gRPC alike); 422 on a bad sequence parameter."""
+    params = parse_sequence_params(parameters, max_id_length=max_id_length)
+    return SequenceStep(
+        model=model,
+        version=version,
+        sequence_id=params.sequence_id,
+        start=params.start,
+        end=params.end,
+        samples=samples,
     )
 
 

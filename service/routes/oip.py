@@ -32,8 +32,7 @@ from service.schemas import (
     error_responses,
     inline_schema,
 )
-from service.sequence_params import SEQUENCE_ID, is_sequence_request, parse_sequence_params
-from service.sequence_types import SequenceStep
+from service.sequence_params import SEQUENCE_ID, is_sequence_request, sequence_step_of
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol"], responses=error_responses())
 MODEL_ERRORS = error_responses(404, 409)  # an unknown model or version, a damaged version
@@ -88,14 +87,8 @@ async def _infer(request: Request, dataplane: DataPlane, name: str, version: int
 
 async def _sequence_step(dataplane: DataPlane, name: str, version: int | str | None, decoded: InferRequest) -> Response:
     """A chunk of a stateful sequence (Triton's sequence_id, sequence_start, sequence_end; docs/sequences.md)."""
-    params = parse_sequence_params(decoded.parameters, max_id_length=dataplane.settings.sequence_id_max_length)
-    step = SequenceStep(
-        model=name,
-        version=version,
-        sequence_id=params.sequence_id,
-        start=params.start,
-        end=params.end,
-        samples=decoded.tensor,
+    step = sequence_step_of(
+        name, version, decoded.parameters, decoded.tensor, max_id_length=dataplane.settings.sequence_id_max_length
     )
     result = await dataplane.sequence_step(step)
     content, headers = encode_infer_response(
