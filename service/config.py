@@ -32,6 +32,13 @@ class Settings(BaseSettings):
         "auto: one per core of the CPU budget (affinity and cgroup quota)",
     )
     torch_threads: int = Field(1, ge=1, le=256, description="torch intra-op threads per worker")
+    runtime: Literal["auto", "onnxruntime", "torchscript"] = Field(
+        "auto",
+        description="what runs each version: auto (ONNX Runtime when the version has an ONNX file that matches its "
+        "sha256, loads and answers like its TorchScript checkpoint, else TorchScript), onnxruntime (refuse versions "
+        "without such a file) or torchscript (docs/runtimes.md)",
+    )
+    onnx_threads: int = Field(1, ge=1, le=256, description="ONNX Runtime intra-op threads per loaded version")
     api_token: SecretStr | None = Field(
         None, description="bearer token for mutating routes; when unset they are open to loopback clients only"
     )

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 import model_store
-from service import metrics
+from service import metrics, runtimes
 from service.batching import Batcher
 from service.config import Settings
 from service.errors import InvalidInputError, NotReadyError, SequenceStateError, SequenceUnsupportedError
@@ -30,7 +30,7 @@ from service.tensors import brief
 __all__ = ["DEFAULT_MODEL", "DataPlane", "parse_version"]
 SERVER_NAME = "lstm-service"
 EXTENSIONS = ("binary_tensor_data",)
-PLATFORM = "pytorch_torchscript"
+PLATFORM = runtimes.PLATFORMS[runtimes.TORCHSCRIPT]
 
 
 def server_version() -> str:
@@ -144,10 +144,13 @@ class DataPlane:
             manifest = self.store.manifest(name, self.store.resolve(name))
         else:
             manifest = self.store.manifest(name, self.predictor.version_of(name, version))
+            served = self.predictor.cached(name, manifest.version)
         return ModelMetadata(
             name=name,
             versions=[str(v) for v in versions],
-            platform=PLATFORM,
+            # The runtime that runs it here when it is loaded; a version not loaded yet names TorchScript's
+            # platform until a request loads it (the runtime is chosen, and verified, at load).
+            platform=PLATFORM if served is None else runtimes.PLATFORMS[served.runtime_name],
             inputs=[TensorMetadata.of(spec) for spec in manifest.inputs],
             outputs=[TensorMetadata.of(spec) for spec in manifest.outputs],
         )
