@@ -34,7 +34,9 @@ class Components:
     async def open(cls, settings: Settings) -> Components:
         """Open the store and the job database; no model is loaded until the first `poller.refresh()`."""
         store = model_store.ModelStore(settings.store_dir)
-        predictor = Predictor(store, settings.version_cache, settings.runtime, settings.onnx_threads)
+        predictor = Predictor(
+            store, settings.version_cache, settings.runtime, settings.onnx_threads, settings.onnx_max_elements
+        )
         poller = Poller(predictor, settings.poll_interval)
         jobs = await asyncio.to_thread(JobStore, settings.store_dir)
         return cls(

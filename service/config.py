@@ -39,6 +39,13 @@ class Settings(BaseSettings):
         "without such a file) or torchscript (docs/runtimes.md)",
     )
     onnx_threads: int = Field(1, ge=1, le=256, description="ONNX Runtime intra-op threads per loaded version")
+    onnx_max_elements: int = Field(
+        512,
+        ge=0,
+        description="with LSTM_RUNTIME=auto, forwards of several sequences and more elements than this run in "
+        "TorchScript, which is faster than ONNX Runtime there (docs/runtimes.md); onnxruntime runs every forward "
+        "in ONNX Runtime",
+    )
     api_token: SecretStr | None = Field(
         None, description="bearer token for mutating routes; when unset they are open to loopback clients only"
     )

@@ -115,10 +115,12 @@ class Predictor:
         version_cache: int = 4,
         runtime: runtimes.RuntimeChoice = "auto",
         onnx_threads: int = 1,
+        onnx_max_elements: int | None = None,
     ) -> None:
         self.store = store
         self.runtime = runtime  # LSTM_RUNTIME: which engine runs each version (service/runtimes.py)
         self.onnx_threads = onnx_threads
+        self.onnx_max_elements = onnx_max_elements
         self._serving: dict[str, ServedModel] = {}
         self._failures: dict[str, LoadFailure] = {}
         self._damage: dict[str, Damage] = {}
@@ -161,7 +163,7 @@ class Predictor:
 
     def _load(self, name: str, version: int) -> ServedModel:
         loaded = self.store.load(name, version)
-        runtime = runtimes.choose(self.store, loaded, self.runtime, self.onnx_threads)
+        runtime = runtimes.choose(self.store, loaded, self.runtime, self.onnx_threads, self.onnx_max_elements)
         return ServedModel(name=name, version=version, manifest=loaded.manifest, module=loaded.module, runtime=runtime)
 
     def load_version(self, name: str, version: int) -> ServedModel:

@@ -2,13 +2,16 @@
 
 `auto` serves a version with ONNX Runtime when its manifest names an ONNX file that matches its sha256, loads,
 and answers like the TorchScript module on a few inputs (within VERIFY_TOLERANCE); otherwise with TorchScript,
-and the reason is kept (`Runtime.note`) for /models. `onnxruntime` refuses a version that fails any of that (it
-is then a load failure, reported like a corrupt checkpoint); `torchscript` never reads the ONNX files.
+and the reason is kept (`Runtime.note`) for /models. Under auto, calls of several sequences and more than
+LSTM_ONNX_MAX_ELEMENTS elements still run in TorchScript, which is faster there (OnnxRuntime's docstring).
+`onnxruntime` refuses a version that fails any of that (it is then a load failure, reported like a corrupt
+checkpoint) and runs every call in ONNX Runtime; `torchscript` never reads the ONNX files.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
@@ -62,26 +65,47 @@ class TorchScriptRuntime:
 
 class OnnxRuntime:
     """Runs the version's model.onnx in ONNX Runtime; its steps run model_state.onnx (or, without that file,
-    TorchScript's state-carrying method)."""
+    TorchScript's state-carrying method).
+
+    With `max_elements`, a larger call (seq x batch x input elements) of more than one sequence runs in TorchScript
+    instead: ONNX Runtime's per-call overhead is a third of TorchScript's, but its LSTM costs about linearly in
+    seq x batch while torch's batches its matrix products better, so here ONNX Runtime is 1.2 to 3x faster up to
+    about 500 elements (and for one sequence of any length to 2000) and up to 2x slower on large batches
+    (docs/runtimes.md). Both answer alike (checked at load within VERIFY_TOLERANCE), so which one runs a call is a
+    matter of speed only.
+    """
 
     name: RuntimeName = ONNXRUNTIME
 
     def __init__(
-        self, forward: onnx_runtime.OnnxSession, state: onnx_runtime.OnnxSession | None, fallback: TorchScriptRuntime
+        self,
+        forward: onnx_runtime.OnnxSession,
+        state: onnx_runtime.OnnxSession | None,
+        fallback: TorchScriptRuntime,
+        max_elements: int | None = None,
     ) -> None:
         self.forward = forward
         self.state = state
         self.fallback = fallback
-        self.note = None if state is not None or fallback.method is None else "steps of sequences run in TorchScript"
+        # No limit: every call in ONNX Runtime.
+        self.max_elements = max_elements if max_elements is not None else 1 << 62
+        notes = []
+        if max_elements is not None:
+            notes.append(f"calls of several sequences and more than {max_elements} elements run in TorchScript")
+        if state is None and fallback.method is not None:
+            notes.append("steps of sequences run in TorchScript")
+        self.note = "; ".join(notes) or None
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """(seq, batch, input) float32 -> (seq, batch, output) float32."""
+        if x.size > self.max_elements and x.shape[1] > 1:
+            return self.fallback(x)
         output: np.ndarray = self.forward.run(x)[0]
         return output
 
     def step(self, x: np.ndarray, h: np.ndarray, c: np.ndarray) -> State:
         """x (seq, batch, input), h and c (num_layers, batch, hidden) -> y, h_n, c_n; all float32."""
-        if self.state is None:
+        if self.state is None or (x.size > self.max_elements and x.shape[1] > 1):
             return self.fallback.step(x, h, c)
         y, h_n, c_n = self.state.run(x, h, c)
         return y, h_n, c_n
@@ -126,7 +150,11 @@ def _verify(runtime: OnnxRuntime, reference: TorchScriptRuntime, manifest: model
 
 
 def _onnx(
-    store: model_store.ModelStore, manifest: model_store.Manifest, reference: TorchScriptRuntime, threads: int
+    store: model_store.ModelStore,
+    manifest: model_store.Manifest,
+    reference: TorchScriptRuntime,
+    threads: int,
+    max_elements: int | None,
 ) -> OnnxRuntime:
     """The version's ONNX Runtime, checked (sha256, load, answers); IntegrityError saying what failed."""
     entry = manifest.onnx
@@ -140,17 +168,23 @@ def _onnx(
         data = store.read_checked(name, version, entry.state_file, entry.state_sha256)
         state = onnx_runtime.load(data, threads, expected_inputs=onnx_runtime.STATE_INPUTS)
     runtime = OnnxRuntime(forward, state, reference)
-    _verify(runtime, reference, manifest)
+    _verify(runtime, reference, manifest)  # every call in ONNX Runtime
+    runtime = OnnxRuntime(forward, state, reference, max_elements)
     return runtime
 
 
 def choose(
-    store: model_store.ModelStore, loaded: model_store.LoadedModel, choice: RuntimeChoice, threads: int = 1
+    store: model_store.ModelStore,
+    loaded: model_store.LoadedModel,
+    choice: RuntimeChoice,
+    threads: int = 1,
+    auto_max_elements: int | None = None,
 ) -> Runtime:
     """The runtime that serves a loaded, verified version under `choice`, warmed up.
 
     IntegrityError (the version is then not served) when `choice` is onnxruntime and its ONNX files do not
-    verify; with auto, TorchScript serves instead and its `note` says why.
+    verify; with auto, TorchScript serves instead and its `note` says why. With auto, calls of several sequences and
+    more than `auto_max_elements` elements run in TorchScript (None: none do); onnxruntime runs all in ONNX Runtime.
     """
     manifest = loaded.manifest
     support = manifest.sequence
@@ -159,7 +193,7 @@ def choose(
     runtime: Runtime = torchscript
     if choice != TORCHSCRIPT:
         try:
-            runtime = _onnx(store, manifest, torchscript, threads)
+            runtime = _onnx(store, manifest, torchscript, threads, auto_max_elements if choice == "auto" else None)
         except (model_store.StoreError, OSError) as exc:
             if choice == ONNXRUNTIME:
                 raise model_store.IntegrityError(
@@ -174,7 +208,12 @@ def choose(
 
 
 def _warm_up(runtime: Runtime, manifest: model_store.Manifest) -> None:
-    """A few forwards before the first request, so it does not pay for first-call allocation and optimisation."""
-    for x in _inputs(manifest, seed=2):
-        for _ in range(WARMUP_CALLS):
-            runtime(x)
+    """A few forwards before the first request, so it does not pay for first-call allocation and optimisation
+    (in both engines when ONNX Runtime hands large calls to TorchScript)."""
+    calls: list[Callable[[np.ndarray], object]] = [runtime]
+    if isinstance(runtime, OnnxRuntime):
+        calls = [runtime.forward.run, runtime.fallback]
+    for call in calls:
+        for x in _inputs(manifest, seed=2):
+            for _ in range(WARMUP_CALLS):
+                call(x)

@@ -139,3 +139,21 @@ def test_strict_onnxruntime_reports_a_corrupt_file_and_serves_nothing(store: mod
         assert model["serving_version"] is None and "sha256" in model["load_error"]["error"]
         response = client.post("/predict", json={"inputs": sines(5, 1).tolist()})
         assert response.status_code == 503 and "sha256" in response.text
+
+
+def test_auto_runs_large_calls_in_torchscript_and_onnxruntime_runs_all(store: model_store.ModelStore) -> None:
+    save_tiny(store, seed=6, stateful=True, onnx=True)
+    auto = Predictor(store, runtime="auto", onnx_max_elements=200).load_version("lstm", 1)
+    strict = Predictor(store, runtime="onnxruntime", onnx_max_elements=200).load_version("lstm", 1)
+    assert isinstance(auto.runtime, runtimes.OnnxRuntime) and isinstance(strict.runtime, runtimes.OnnxRuntime)
+    assert auto.runtime_note is not None and "more than 200 elements run in TorchScript" in auto.runtime_note
+    small, large, one_long = sines(50, 4), sines(50, 5), sines(300, 1)
+    assert np.array_equal(auto(one_long), auto.runtime.forward.run(one_long)[0])  # one sequence: always ONNX
+    torchscript = auto.runtime.fallback
+    onnx = auto.runtime.forward
+    assert not np.array_equal(onnx.run(large)[0], torchscript(large)), "the engines must differ for this test to tell"
+    assert np.array_equal(auto(small), onnx.run(small)[0])
+    assert np.array_equal(auto(large), torchscript(large))
+    assert np.array_equal(strict(large), onnx.run(large)[0])
+    h, c = auto.initial_state(5)
+    assert all(np.array_equal(a, b) for a, b in zip(auto.step(large, h, c), torchscript.step(large, h, c), strict=True))

@@ -1,5 +1,7 @@
-"""The lstm-train command: train a preset, register the version, print it and its metrics (`lstm-train export`:
-training/export_cli.py)."""
+"""The lstm-train command: train a preset, register the version, print it and its metrics.
+
+`lstm-train export` (add ONNX files to a published version) is training/export_cli.py.
+"""
 
 from __future__ import annotations
 
