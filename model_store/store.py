@@ -2,7 +2,7 @@
 
 Layout (a folder several processes may share)::
 
-    ROOT/NAME/versions/N/{model.pt, manifest.json, ...}   immutable once published
+    ROOT/NAME/versions/N/{model.pt, manifest.json, ...}   immutable once published (add_onnx may add ONNX files)
     ROOT/NAME/aliases.json                                 {"production": N, ...}
     ROOT/NAME/next_version                                 the next number to hand out
     ROOT/NAME/.lock                                        serialises writers of NAME
