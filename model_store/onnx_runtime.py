@@ -15,7 +15,6 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
-import onnxruntime
 import torch
 from torch import nn
 
@@ -108,6 +107,10 @@ class OnnxSession:
     """An ONNX file loaded in ONNX Runtime (CPU), run on float32 numpy arrays in the graph's input order."""
 
     def __init__(self, data: bytes, threads: int = 1) -> None:
+        # Imported on first use: a process that never loads an ONNX file (LSTM_RUNTIME=torchscript, lstm-train
+        # before its export) does not pay for its import (~90 ms, 16 MiB).
+        import onnxruntime
+
         options = onnxruntime.SessionOptions()
         # One intra-op thread by default: the worker's CPU budget is shared by its requests, not one forward.
         options.intra_op_num_threads = threads
