@@ -12,6 +12,7 @@ import model_store
 from service import runtimes
 from service.predictor import Predictor
 from tests.conftest import make_client, save_tiny, wait_for
+from tests.test_sequences import URL, body, chunked
 
 TOLERANCE = 1e-5
 
@@ -157,3 +158,17 @@ def test_auto_runs_large_calls_in_torchscript_and_onnxruntime_runs_all(store: mo
     assert np.array_equal(strict(large), onnx.run(large)[0])
     h, c = auto.initial_state(5)
     assert all(np.array_equal(a, b) for a, b in zip(auto.step(large, h, c), torchscript.step(large, h, c), strict=True))
+
+
+def test_sequences_over_oip_step_through_the_onnx_state_file(store: model_store.ModelStore) -> None:
+    """Chunked through model_state.onnx equals one-shot through TorchScript (three chunkings, JSON and binary)."""
+    save_tiny(store, seed=4, stateful=True, onnx=True, hidden_size=6)
+    with make_client(store) as client:
+        assert wait_for(lambda: client.get("/v2/models/lstm/ready").status_code == 200)
+        assert client.get("/models").json()["models"][0]["runtime"] == "onnxruntime"
+        for index, cuts in enumerate(([1, 2, 30], [17], [])):
+            x = np.sin(index + 0.3 * np.arange(41)).astype(np.float32)
+            expected = torchscript_answer(store, 1, x.reshape(-1, 1, 1)).reshape(-1)
+            got = chunked(client, x, cuts, sequence_id=f"s{index}", binary=index == 1)
+            assert float(np.abs(got - expected).max()) <= TOLERANCE
+        assert client.post(URL, json=body(np.zeros(3, np.float32))).status_code == 200
