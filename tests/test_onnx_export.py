@@ -190,3 +190,21 @@ def test_add_onnx_refuses_when_the_checkpoint_changed(store: model_store.ModelSt
     with pytest.raises(model_store.IntegrityError, match="not the"):
         store.add_onnx("lstm", manifest.version, entry, files, checkpoint="0" * 64)
     assert store.manifest("lstm", manifest.version).onnx is None
+
+
+def test_a_failed_re_export_keeps_the_earlier_onnx_files(
+    store: model_store.ModelStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifest = save_tiny(store, onnx=True)
+
+    def refuse(module: torch.nn.Module, input_size: int) -> bytes:
+        raise RuntimeError("exporter unavailable")
+
+    monkeypatch.setattr(onnx_runtime, "export_forward", refuse)  # the exporter failing, as a newer torch might
+    with pytest.raises(RuntimeError, match="keeps its earlier ONNX files"):
+        export_version(store, "lstm", manifest.version)
+    assert store.manifest("lstm", manifest.version) == manifest
+    fresh = save_tiny(store, seed=1)  # no ONNX files yet: the failure is recorded instead
+    recorded = export_version(store, "lstm", fresh.version)
+    assert recorded.onnx is not None and recorded.onnx.file is None
+    assert recorded.onnx.error is not None and "exporter unavailable" in recorded.onnx.error

@@ -25,7 +25,8 @@ Reference = Callable[[torch.Tensor], torch.Tensor]
 
 
 class OnnxParityError(RuntimeError):
-    """The ONNX file's outputs differ from the model's beyond ONNX_PARITY_TOLERANCE (or have the wrong shape)."""
+    """The ONNX file's outputs differ from the model's beyond ONNX_PARITY_TOLERANCE (or have the wrong shape), or
+    an export failed where ONNX files exist already."""
 
 
 def _worst(got: np.ndarray, want: torch.Tensor, what: str) -> float:
@@ -133,9 +134,14 @@ def export_version(
 ) -> model_store.Manifest:
     """Give a published version its ONNX files, exported from its verified checkpoint's weights (which stay as they
     are); parity-checked against that TorchScript module. Returns the rewritten manifest; the entry's `error` says
-    what failed, if anything did (nothing is then added but that record)."""
+    what failed, if anything did (nothing is then added but that record). A failed export of a version that has
+    ONNX files already raises OnnxParityError and leaves the version as it was."""
     number = store.resolve(name, version)
     loaded = store.load(name, number)  # the checkpoint's sha256 checked
     model, config = eager_of(loaded.module)
     entry, files = onnx_files(model, config, seed, references=(loaded.module,))
+    earlier = loaded.manifest.onnx
+    if entry.file is None and earlier is not None and earlier.file is not None:
+        # A failure now must not unlist files that were exported and checked before.
+        raise OnnxParityError(f"{entry.error}; {name} version {number} keeps its earlier ONNX files")
     return store.add_onnx(name, number, entry, files, checkpoint=loaded.manifest.sha256)

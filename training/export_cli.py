@@ -54,12 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str]) -> int:
     parser = build_parser()
     settings = settings_from(ExportSettings, parser, parser.parse_args(argv), FLAGS)
-    from training.export import export_version  # torch loads after the flags are checked
+    from training.export import OnnxParityError, export_version  # torch loads after the flags are checked
 
     store = model_store.ModelStore(settings.store_dir)
     try:
         manifest = export_version(store, settings.model, settings.export_version)
-    except (model_store.StoreError, OSError, ValueError) as exc:
+    except (model_store.StoreError, OSError, ValueError, OnnxParityError) as exc:
         print(f"lstm-train export: error: {exc}", file=sys.stderr)
         return 1
     entry = manifest.onnx
