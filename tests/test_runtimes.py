@@ -28,9 +28,9 @@ def torchscript_answer(store: model_store.ModelStore, version: int, x: np.ndarra
     return output
 
 
-def corrupt(store: model_store.ModelStore, version: int, filename: str = "model.onnx") -> None:
+def corrupt(store: model_store.ModelStore, version: int, filename: str = "model.onnx", name: str = "lstm") -> None:
     """Flip one byte of a version's file (its manifest keeps the old sha256)."""
-    path = store.version_file("lstm", version, filename)
+    path = store.version_file(name, version, filename)
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
@@ -132,14 +132,16 @@ def test_endpoints_say_which_runtime_serves(store: model_store.ModelStore) -> No
 
 
 def test_strict_onnxruntime_reports_a_corrupt_file_and_serves_nothing(store: model_store.ModelStore) -> None:
-    manifest = save_tiny(store, onnx=True)
-    corrupt(store, manifest.version)
+    name = "strict-onnx"  # a model of its own: the load-failure counter is the process's, shared by every test
+    manifest = save_tiny(store, name=name, onnx=True)
+    corrupt(store, manifest.version, name=name)
     with make_client(store, runtime="onnxruntime") as client:
         assert wait_for(lambda: client.get("/models").json()["models"][0]["load_error"] is not None)
         (model,) = client.get("/models").json()["models"]
         assert model["serving_version"] is None and "sha256" in model["load_error"]["error"]
-        response = client.post("/predict", json={"inputs": sines(5, 1).tolist()})
+        response = client.post("/predict", json={"inputs": sines(5, 1).tolist(), "model": name})
         assert response.status_code == 503 and "sha256" in response.text
+        assert f'lstm_model_load_failures_total{{model="{name}"}} 1.0' in client.get("/metrics").text
 
 
 def test_auto_runs_large_calls_in_torchscript_and_onnxruntime_runs_all(store: model_store.ModelStore) -> None:
