@@ -57,6 +57,10 @@ OPTIONAL_SERVERS: tuple[ServerConfig, ...] = (
     ServerConfig("lstm w1 1 OMP thread", "lstm", workers=1, env={"OMP_NUM_THREADS": "1"}),
     ServerConfig("lstm w2 1 OMP thread", "lstm", workers=2, env={"OMP_NUM_THREADS": "1"}),
     ServerConfig("lstm w1 2 torch threads", "lstm", workers=1, env={"LSTM_TORCH_THREADS": "2"}),
+    # TorchScript against ONNX Runtime (docs/runtimes.md); the default, auto, is "lstm w1" when the version has
+    # ONNX files (`lstm-train export` adds them to an older store).
+    ServerConfig("lstm w1 torchscript", "lstm", workers=1, env={"LSTM_RUNTIME": "torchscript"}),
+    ServerConfig("lstm w1 onnxruntime", "lstm", workers=1, env={"LSTM_RUNTIME": "onnxruntime"}),
 )
 BASELINE = "naive"
 TRIVIAL = ServerConfig("trivial ASGI", "trivial")

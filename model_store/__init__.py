@@ -1,5 +1,6 @@
-"""The versioned model store: named models, immutable versions, aliases, verified TorchScript."""
+"""The versioned model store: named models, immutable versions, aliases, verified TorchScript and ONNX files."""
 
+from model_store import onnx_runtime
 from model_store.cpu import CpuBudget, cpu_budget, idle_cores, training_threads
 from model_store.errors import (
     DamagedModelError,
@@ -14,7 +15,7 @@ from model_store.errors import (
     VersionNotFoundError,
     storage_error,
 )
-from model_store.manifest import Manifest, SequenceSupport, TensorSpec, sequence_spec
+from model_store.manifest import Manifest, OnnxExport, SequenceSupport, TensorSpec, sequence_spec
 from model_store.names import MAX_VERSION, NAME_PATTERN, check_name, check_version, is_version_text
 from model_store.store import PRODUCTION, LoadedModel, ModelReport, ModelStore, Scan, sha256_hex
 from model_store.torchscript import ScriptModule, export_method, from_bytes, has_method, script, to_bytes
@@ -33,6 +34,7 @@ __all__ = [
     "ModelNotFoundError",
     "ModelReport",
     "ModelStore",
+    "OnnxExport",
     "Scan",
     "ScriptModule",
     "SequenceSupport",
@@ -50,6 +52,7 @@ __all__ = [
     "from_bytes",
     "has_method",
     "is_version_text",
+    "onnx_runtime",
     "script",
     "sequence_spec",
     "sha256_hex",

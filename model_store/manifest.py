@@ -60,12 +60,61 @@ class SequenceSupport:
 
 
 @dataclass(frozen=True)
+class OnnxExport:
+    """The version's ONNX files for ONNX Runtime, or why it has none (`error`, with `file` None).
+
+    `file` runs `forward` (input -> output); `state_file` the state-carrying method (input, h0, c0 -> output, hn,
+    cn), None when that export failed (`error` says why) or the version was exported without it. Each sha256 is
+    checked when the file is loaded; `parity_max_abs_diff` is the worst difference from the eager (or TorchScript)
+    model measured at export, over every shape tried and both files.
+    """
+
+    file: str | None
+    sha256: str | None
+    state_file: str | None = None
+    state_sha256: str | None = None
+    parity_max_abs_diff: float | None = None
+    exporter: str = ""
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> OnnxExport:
+        def text(key: str) -> str | None:
+            value = raw.get(key)
+            return None if value is None else str(value)
+
+        parity = raw.get("parity_max_abs_diff")
+        return cls(
+            file=text("file"),
+            sha256=text("sha256"),
+            state_file=text("state_file"),
+            state_sha256=text("state_sha256"),
+            parity_max_abs_diff=None if parity is None else float(parity),
+            exporter=str(raw.get("exporter", "")),
+            error=text("error"),
+        )
+
+    def checksums(self) -> dict[str, str]:
+        """{file name: sha256} of the files this export holds."""
+        found = {}
+        if self.file is not None and self.sha256 is not None:
+            found[self.file] = self.sha256
+        if self.state_file is not None and self.state_sha256 is not None:
+            found[self.state_file] = self.state_sha256
+        return found
+
+
+@dataclass(frozen=True)
 class Manifest:
     """Everything needed to trust, serve and reproduce one version.
 
     `params` are the training hyper-parameters, `metrics` the held-out suite's numbers,
     `data` a description of the training data; all three are plain JSON objects. `sequence` is None for
-    versions exported before the state-carrying method (they serve one-shot requests only).
+    versions exported before the state-carrying method (they serve one-shot requests only). `onnx` is None for
+    versions exported before ONNX files (they are served by TorchScript; `lstm-train export` adds them).
     """
 
     name: str
@@ -81,6 +130,7 @@ class Manifest:
     files: tuple[str, ...] = (CHECKPOINT_FILE, MANIFEST_FILE)
     format: str = FORMAT
     sequence: SequenceSupport | None = None
+    onnx: OnnxExport | None = None
 
     @property
     def input_size(self) -> int:
@@ -92,6 +142,7 @@ class Manifest:
         raw["outputs"] = [spec.to_dict() for spec in self.outputs]
         raw["files"] = list(self.files)
         raw["sequence"] = None if self.sequence is None else self.sequence.to_dict()
+        raw["onnx"] = None if self.onnx is None else self.onnx.to_dict()
         return raw
 
     def to_json(self) -> bytes:
@@ -113,6 +164,7 @@ class Manifest:
             files=tuple(str(f) for f in raw.get("files", (CHECKPOINT_FILE, MANIFEST_FILE))),
             format=str(raw.get("format", FORMAT)),
             sequence=None if raw.get("sequence") is None else SequenceSupport.from_dict(raw["sequence"]),
+            onnx=None if raw.get("onnx") is None else OnnxExport.from_dict(raw["onnx"]),
         )
 
     @classmethod

@@ -2,7 +2,7 @@
 
 Layout (a folder several processes may share)::
 
-    ROOT/NAME/versions/N/{model.pt, manifest.json, ...}   immutable once published
+    ROOT/NAME/versions/N/{model.pt, manifest.json, ...}   immutable once published (add_onnx may add ONNX files)
     ROOT/NAME/aliases.json                                 {"production": N, ...}
     ROOT/NAME/next_version                                 the next number to hand out
     ROOT/NAME/.lock                                        serialises writers of NAME
@@ -51,7 +51,7 @@ from model_store.errors import (
     VersionNotFoundError,
     storage_errors,
 )
-from model_store.manifest import CHECKPOINT_FILE, MANIFEST_FILE, Manifest, SequenceSupport, TensorSpec
+from model_store.manifest import CHECKPOINT_FILE, MANIFEST_FILE, Manifest, OnnxExport, SequenceSupport, TensorSpec
 from model_store.names import check_name, check_version, is_version_text
 from model_store.safe_files import (
     NOT_A_FOLDER,
@@ -404,6 +404,21 @@ class ModelStore:
             raise IntegrityError(f"{name} version {version} cannot be served: {exc}") from None
         return LoadedModel(manifest=manifest, module=module)
 
+    def read_checked(self, name: str, version: int, filename: str, sha256: str) -> bytes:
+        """The bytes of a file the version was published with, refused (IntegrityError) unless they match `sha256`
+        (the manifest's checksum of that file, e.g. its ONNX model's)."""
+        try:
+            data = self.read_version_file(name, version, filename)
+        except FileNotFoundError:
+            raise self._damage(name, ("versions", str(version), filename), "missing") from None
+        digest = sha256_hex(data)
+        if digest != sha256:
+            raise IntegrityError(
+                f"{name} version {version}: {filename} sha256 {digest} does not match the manifest's {sha256}; "
+                "refusing to load it"
+            )
+        return data
+
     def _raise_missing(self, name: str, version: int) -> None:
         if not self.versions(name):
             raise ModelNotFoundError(f"model {name!r} not found")
@@ -423,15 +438,17 @@ class ModelStore:
         data: Mapping[str, Any] | None = None,
         extra_files: Mapping[str, bytes] | None = None,
         sequence: SequenceSupport | None = None,
+        onnx: OnnxExport | None = None,
     ) -> Manifest:
         """Publish a new version of `name` whole, or not at all; return its manifest. `sequence` says how the
-        module carries state between chunks (None: it serves one-shot requests only)."""
+        module carries state between chunks (None: it serves one-shot requests only); `onnx` describes its ONNX
+        files, which are among `extra_files` with the checksums it gives (or why there are none)."""
         extra = dict(extra_files or {})
         for filename in extra:
-            if filename in (CHECKPOINT_FILE, MANIFEST_FILE) or not _plain_name(filename) or filename[0] == ".":
-                raise ValueError(f"invalid extra file name {filename!r}")
+            _check_extra_name(filename)
+        _check_onnx_files(onnx, extra)
         with storage_errors(f"saving a version of {name!r}"):
-            return self._save(name, module, inputs, outputs, params, metrics, data, extra, sequence)
+            return self._save(name, module, inputs, outputs, params, metrics, data, extra, sequence, onnx)
 
     def _save(
         self,
@@ -444,6 +461,7 @@ class ModelStore:
         data: Mapping[str, Any] | None,
         extra: dict[str, bytes],
         sequence: SequenceSupport | None = None,
+        onnx: OnnxExport | None = None,
     ) -> Manifest:
         model_dir = self._writable_model_dir(name)
         model_dir.mkdir(parents=True, exist_ok=True)
@@ -468,6 +486,7 @@ class ModelStore:
                 data=dict(data or {}),
                 files=(CHECKPOINT_FILE, MANIFEST_FILE, *sorted(extra)),
                 sequence=sequence,
+                onnx=onnx,
             )
             with self._locked(name, create=True):
                 version = self._allocate(model_dir)
@@ -486,6 +505,37 @@ class ModelStore:
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
+
+    def add_onnx(
+        self, name: str, version: int, onnx: OnnxExport, files: Mapping[str, bytes], checkpoint: str
+    ) -> Manifest:
+        """Give a published version ONNX files (or record why it has none), leaving its checkpoint as it is.
+
+        `checkpoint` is the sha256 of the checkpoint the files were exported from: the manifest must still name it.
+        Under the model's lock the files are written first, each replacing any old one atomically, then the
+        manifest is replaced atomically, so a reader sees the old manifest or the new one with all its files.
+        """
+        check_version(version)
+        for filename in files:
+            _check_extra_name(filename)
+        _check_onnx_files(onnx, dict(files))
+        with storage_errors(f"adding ONNX files to {name!r} version {version}"), self._locked(name):
+            manifest = self.manifest(name, version)
+            if manifest.sha256 != checkpoint:
+                raise IntegrityError(
+                    f"{name} version {version}'s checkpoint is {manifest.sha256}, not the {checkpoint} exported from"
+                )
+            version_dir = self._version_dir(name, version)
+            for filename, content in files.items():
+                _replace_file(version_dir / filename, content)
+            stale = set(manifest.onnx.checksums()) - set(files) if manifest.onnx is not None else set()
+            kept = [f for f in manifest.files if f not in stale and f not in files]
+            updated = replace(manifest, files=(*kept, *sorted(files)), onnx=onnx)
+            _replace_file(version_dir / MANIFEST_FILE, updated.to_json())
+            for filename in stale:  # files an older export listed that this one does not: unlisted now, so unused
+                with contextlib.suppress(FileNotFoundError):
+                    (version_dir / filename).unlink()
+            return updated
 
     def _allocate(self, model_dir: Path) -> int:
         """The next version number (caller holds the lock): above the counter and every folder."""
@@ -565,6 +615,20 @@ class ModelStore:
                 os.rename(self._version_dir(name, version), trash)
                 _fsync_dir(model_dir / "versions")
             shutil.rmtree(trash, ignore_errors=True)
+
+
+def _check_extra_name(filename: str) -> None:
+    if filename in (CHECKPOINT_FILE, MANIFEST_FILE) or not _plain_name(filename) or filename[0] == ".":
+        raise ValueError(f"invalid extra file name {filename!r}")
+
+
+def _check_onnx_files(onnx: OnnxExport | None, files: Mapping[str, bytes]) -> None:
+    """Every file the ONNX entry names is among `files` with the checksum the entry gives."""
+    for filename, digest in ({} if onnx is None else onnx.checksums()).items():
+        if filename not in files:
+            raise ValueError(f"the ONNX entry names {filename!r}, which is not among the files given")
+        if sha256_hex(files[filename]) != digest:
+            raise ValueError(f"{filename!r} does not have the sha256 the ONNX entry gives")
 
 
 def _plain_name(filename: str) -> bool:

@@ -41,7 +41,9 @@ class Components:
         With `peers` (one worker of several), sequence steps go through a PeerRouter to the worker that owns
         the sequence, and this worker listens for the steps forwarded to it; alone, there is no router at all."""
         store = model_store.ModelStore(settings.store_dir)
-        predictor = Predictor(store, settings.version_cache)
+        predictor = Predictor(
+            store, settings.version_cache, settings.runtime, settings.onnx_threads, settings.onnx_max_elements
+        )
         poller = Poller(predictor, settings.poll_interval)
         jobs = await asyncio.to_thread(JobStore, settings.store_dir)
         dataplane = DataPlane(settings, store, predictor)

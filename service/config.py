@@ -40,6 +40,20 @@ class Settings(BaseSettings):
         "0: any free one",
     )
     torch_threads: int = Field(1, ge=1, le=256, description="torch intra-op threads per worker")
+    runtime: Literal["auto", "onnxruntime", "torchscript"] = Field(
+        "auto",
+        description="what runs each version: auto (ONNX Runtime when the version has an ONNX file that matches its "
+        "sha256, loads and answers like its TorchScript checkpoint, else TorchScript), onnxruntime (refuse versions "
+        "without such a file) or torchscript (docs/runtimes.md)",
+    )
+    onnx_threads: int = Field(1, ge=1, le=256, description="ONNX Runtime intra-op threads per loaded version")
+    onnx_max_elements: int = Field(
+        512,
+        ge=0,
+        description="with LSTM_RUNTIME=auto, forwards of several sequences and more elements than this run in "
+        "TorchScript, which is faster than ONNX Runtime there (docs/runtimes.md); onnxruntime runs every forward "
+        "in ONNX Runtime",
+    )
     api_token: SecretStr | None = Field(
         None, description="bearer token for mutating routes; when unset they are open to loopback clients only"
     )

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 import model_store
-from service import metrics
+from service import metrics, runtimes
 from service.batching import Batcher, Timing
 from service.config import Settings
 from service.errors import InvalidInputError, NotReadyError, SequenceStateError, SequenceUnsupportedError
@@ -42,8 +42,12 @@ from service.tensors import brief
 __all__ = ["DEFAULT_MODEL", "DataPlane", "parse_version"]
 SERVER_NAME = "lstm-service"
 EXTENSIONS = ("binary_tensor_data", "model_repository", "statistics", "model_configuration")
-PLATFORM = "pytorch_torchscript"
-BACKEND = "pytorch"
+PLATFORM = runtimes.PLATFORMS[runtimes.TORCHSCRIPT]
+# Triton's backend names for the platforms (ModelConfig.backend)
+BACKENDS = {
+    runtimes.PLATFORMS[runtimes.TORCHSCRIPT]: "pytorch",
+    runtimes.PLATFORMS[runtimes.ONNXRUNTIME]: "onnxruntime",
+}
 
 
 def server_version() -> str:
@@ -158,10 +162,13 @@ class DataPlane:
             manifest = self.store.manifest(name, self.store.resolve(name))
         else:
             manifest = self.store.manifest(name, self.predictor.version_of(name, version))
+            served = self.predictor.cached(name, manifest.version)
         return ModelMetadata(
             name=name,
             versions=[str(v) for v in versions],
-            platform=PLATFORM,
+            # The runtime that runs it here when it is loaded; a version not loaded yet names TorchScript's
+            # platform until a request loads it (the runtime is chosen, and verified, at load).
+            platform=PLATFORM if served is None else runtimes.PLATFORMS[served.runtime_name],
             inputs=[TensorMetadata.of(spec) for spec in manifest.inputs],
             outputs=[TensorMetadata.of(spec) for spec in manifest.outputs],
         )
@@ -175,8 +182,8 @@ class DataPlane:
 
         return ModelConfigBody(
             name=name,
-            platform=PLATFORM,
-            backend=BACKEND,
+            platform=metadata.platform,  # the runtime that runs it here, as metadata says
+            backend=BACKENDS[metadata.platform],
             version_policy={"all": {}},  # any stored version can be named in a request
             max_batch_size=0,
             input=tensors(metadata.inputs),

@@ -50,6 +50,12 @@ BATCH_SIZE = Histogram(
 SERVED_VERSION = Gauge(
     "lstm_served_version", "version each worker serves, per model", ["model"], multiprocess_mode="liveall"
 )
+SERVED_RUNTIME = Gauge(
+    "lstm_served_runtime",
+    "1 for the runtime (torchscript or onnxruntime) that runs the version each worker serves, 0 for the other",
+    ["model", "runtime"],
+    multiprocess_mode="liveall",
+)
 LOAD_FAILURES = Counter("lstm_model_load_failures_total", "versions refused at load (hash or format)", ["model"])
 JOBS = Gauge("lstm_training_jobs", "training jobs by state", ["state"], multiprocess_mode="mostrecent")
 DAMAGED = Gauge(

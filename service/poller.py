@@ -7,7 +7,7 @@ import logging
 
 import anyio.to_thread
 
-from service import metrics
+from service import metrics, runtimes
 from service.conditions import Condition
 from service.predictor import Predictor
 
@@ -33,6 +33,8 @@ class Poller:
     def publish_state(self) -> None:
         for name, served in self.predictor.serving().items():
             metrics.SERVED_VERSION.labels(name).set(served.version)
+            for runtime in runtimes.RUNTIMES:
+                metrics.SERVED_RUNTIME.labels(name, runtime).set(int(runtime == served.runtime_name))
         for name, failure in self.predictor.failures().items():
             if failure.reported is False:
                 metrics.LOAD_FAILURES.labels(name).inc()

@@ -20,9 +20,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 import model_store
+from service import runtimes
 from service.conditions import Condition
 from service.errors import NotReadyError
 
@@ -31,22 +31,41 @@ log = logging.getLogger("service.predictor")
 
 @dataclass(frozen=True)
 class ServedModel:
-    """One loaded, verified version."""
+    """One loaded, verified version, and the runtime that runs it (TorchScript unless given one)."""
 
     name: str
     version: int
     manifest: model_store.Manifest
     module: model_store.ScriptModule
+    runtime: runtimes.Runtime | None = None
+
+    def __post_init__(self) -> None:
+        if self.runtime is None:
+            method = self.manifest.sequence.method if self.manifest.sequence is not None else None
+            object.__setattr__(self, "runtime", runtimes.TorchScriptRuntime(self.module, method))
 
     @property
     def input_size(self) -> int:
         return self.manifest.input_size
 
+    @property
+    def runtime_name(self) -> runtimes.RuntimeName:
+        """torchscript or onnxruntime."""
+        return self.engine.name
+
+    @property
+    def runtime_note(self) -> str | None:
+        """Why this runtime serves the version (e.g. why ONNX Runtime does not), when there is more to say."""
+        return self.engine.note
+
+    @property
+    def engine(self) -> runtimes.Runtime:
+        assert self.runtime is not None  # set in __post_init__
+        return self.runtime
+
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Run the model on a (seq, batch, input) float32 array; returns (seq, batch, output) float32."""
-        with torch.inference_mode():
-            output: np.ndarray = self.module(torch.from_numpy(x)).numpy()
-        return output
+        return self.runtime(x)  # type: ignore[misc]  # set in __post_init__; no property on this hot path
 
     @functools.cached_property  # writes the instance __dict__, which a frozen dataclass allows
     def stateful(self) -> bool:
@@ -65,13 +84,8 @@ class ServedModel:
     def step(self, x: np.ndarray, h: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One chunk from state (h, c): x (seq, batch, input), h and c (num_layers, batch, hidden), all float32;
         returns y (seq, batch, output) and the state after the chunk, h_n and c_n (num_layers, batch, hidden)."""
-        support = self.manifest.sequence
-        assert support is not None, "step of a version without sequence support"
-        with torch.inference_mode():
-            y, h_n, c_n = getattr(self.module, support.method)(
-                torch.from_numpy(x), torch.from_numpy(h), torch.from_numpy(c)
-            )
-            return y.numpy(), h_n.numpy(), c_n.numpy()
+        assert self.manifest.sequence is not None, "step of a version without sequence support"
+        return self.engine.step(x, h, c)
 
 
 @dataclass
@@ -95,8 +109,18 @@ class Damage:
 class Predictor:
     """Holds the serving version of every model in the store and swaps them when the store changes."""
 
-    def __init__(self, store: model_store.ModelStore, version_cache: int = 4) -> None:
+    def __init__(
+        self,
+        store: model_store.ModelStore,
+        version_cache: int = 4,
+        runtime: runtimes.RuntimeChoice = "auto",
+        onnx_threads: int = 1,
+        onnx_max_elements: int | None = None,
+    ) -> None:
         self.store = store
+        self.runtime = runtime  # LSTM_RUNTIME: which engine runs each version (service/runtimes.py)
+        self.onnx_threads = onnx_threads
+        self.onnx_max_elements = onnx_max_elements
         self._serving: dict[str, ServedModel] = {}
         self._failures: dict[str, LoadFailure] = {}
         self._damage: dict[str, Damage] = {}
@@ -139,7 +163,8 @@ class Predictor:
 
     def _load(self, name: str, version: int) -> ServedModel:
         loaded = self.store.load(name, version)
-        return ServedModel(name=name, version=version, manifest=loaded.manifest, module=loaded.module)
+        runtime = runtimes.choose(self.store, loaded, self.runtime, self.onnx_threads, self.onnx_max_elements)
+        return ServedModel(name=name, version=version, manifest=loaded.manifest, module=loaded.module, runtime=runtime)
 
     def load_version(self, name: str, version: int) -> ServedModel:
         """Load a version that is not serving (for requests that name one); kept in a small LRU."""

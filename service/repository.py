@@ -118,6 +118,8 @@ class Repository:
             name=name,
             aliases=report.aliases,
             serving_version=served.version if served else None,
+            runtime=served.runtime_name if served else None,
+            runtime_note=served.runtime_note if served else None,
             load_error=None if failure is None else LoadError(version=failure.version, error=failure.error),
             damaged=[found.reason for found in report.damaged],
             versions=[
@@ -128,6 +130,7 @@ class Repository:
                     metrics=manifest.metrics,
                     sha256=manifest.sha256,
                     sequences=manifest.sequence is not None,
+                    onnx=manifest.onnx is not None and manifest.onnx.file is not None,
                 )
                 for manifest in report.manifests
             ],

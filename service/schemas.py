@@ -274,6 +274,7 @@ class VersionSummary(BaseModel):
         description="whether the version serves stateful sequences (exported with its state-carrying method); "
         "docs/sequences.md"
     )
+    onnx: bool = Field(False, description="whether the version has an ONNX file for ONNX Runtime (docs/runtimes.md)")
 
 
 class SequenceSupportInfo(BaseModel):
@@ -283,6 +284,18 @@ class SequenceSupportInfo(BaseModel):
     num_layers: int
     hidden_size: int
     parity_max_abs_diff: float = Field(description="worst |chunked - one-shot| output measured at export")
+
+
+class OnnxExportInfo(BaseModel):
+    """A version's ONNX files (its manifest's `onnx`), or why it has none."""
+
+    file: str | None = Field(description="runs forward: input -> output; none when the export failed")
+    sha256: str | None
+    state_file: str | None = Field(None, description="runs the state-carrying method: input, h0, c0 -> output, hn, cn")
+    state_sha256: str | None = None
+    parity_max_abs_diff: float | None = Field(None, description="worst |ONNX - model| output measured at export")
+    exporter: str = ""
+    error: str | None = Field(None, description="why the export (or its state-carrying part) failed")
 
 
 class LoadError(BaseModel):
@@ -298,6 +311,12 @@ class ModelSummary(BaseModel):
     name: str
     aliases: dict[str, int]
     serving_version: int | None
+    runtime: Literal["torchscript", "onnxruntime"] | None = Field(  # service.runtimes.RuntimeName
+        None, description="what runs the serving version in this worker (LSTM_RUNTIME; docs/runtimes.md)"
+    )
+    runtime_note: str | None = Field(
+        None, description="why that runtime, when there is more to say (e.g. why ONNX Runtime does not serve it)"
+    )
     load_error: LoadError | None
     damaged: list[str] = Field(description="why parts of this model cannot be used")
     versions: list[VersionSummary]
@@ -336,6 +355,9 @@ class VersionManifest(BaseModel):
     format: str
     sequence: SequenceSupportInfo | None = Field(
         None, description="none for versions exported before sequence support (one-shot requests only)"
+    )
+    onnx: OnnxExportInfo | None = Field(
+        None, description="none for versions exported before ONNX files (served by TorchScript; docs/runtimes.md)"
     )
 
 

@@ -17,6 +17,7 @@ from torch import nn
 import model_store
 from service import Settings, create_app
 from training import LSTMRegressor, ModelConfig, sequence_support
+from training.export import eager_of, onnx_files
 
 SaveTiny = Callable[..., model_store.Manifest]
 
@@ -67,11 +68,19 @@ def save_tiny(
     stateful: bool = False,
     hidden_size: int = 4,
     num_layers: int = 1,
+    onnx: bool = False,
     **kwargs: object,
 ) -> model_store.Manifest:
-    """Publish a tiny version; `stateful`: with forward_state and a manifest.sequence whose parity is measured."""
+    """Publish a tiny version; `stateful`: with forward_state and a manifest.sequence whose parity is measured;
+    `onnx`: with the ONNX files training exports (model.onnx, model_state.onnx), parity-checked."""
     module = tiny_module(seed, hidden_size, stateful, num_layers)
     sequence = sequence_support(module, tiny_config(hidden_size, num_layers), seed) if stateful else None
+    entry = None
+    if onnx:
+        eager, config = eager_of(module)
+        entry, files = onnx_files(eager, config, seed, references=(module,))
+        assert entry.error is None, entry.error
+        kwargs["extra_files"] = {**dict(kwargs.get("extra_files") or {}), **files}  # type: ignore[call-overload]
     return store.save(
         name,
         module,
@@ -79,6 +88,7 @@ def save_tiny(
         outputs=(model_store.sequence_spec("output", 1),),
         params={"seed": seed},
         sequence=sequence,
+        onnx=entry,
         **kwargs,  # type: ignore[arg-type]
     )
 

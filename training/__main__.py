@@ -1,4 +1,7 @@
-"""The lstm-train command: train a preset, register the version, print it and its metrics."""
+"""The lstm-train command: train a preset, register the version, print it and its metrics.
+
+`lstm-train export` (add ONNX files to a published version) is training/export_cli.py.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from tqdm import tqdm
 
 import model_store
+from training import export_cli
 from training.config import BOUNDS, PRESETS, Bound, ParamError, PresetName, preset
 from training.data import DatasetError, load_dataset
 from training.memory import DEFAULT_BUDGET_MB, MemoryBudgetError, check_budget
@@ -125,7 +129,8 @@ def _help(flag: Flag, field: FieldInfo) -> str | None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lstm-train",
-        description="Train an LSTM that reads sines and predicts cosines, and register it in the model store. "
+        description="Train an LSTM that reads sines and predicts cosines, and register it in the model store "
+        "(`lstm-train export --help`: add ONNX files to a published version). "
         "Every flag has an environment twin, listed in docs/training.md: --hidden-size is LSTM_HIDDEN_SIZE, "
         "--json is LSTM_JSON (true/false/1/0), --store is LSTM_STORE_DIR; a flag given overrides its twin.",
     )
@@ -245,6 +250,9 @@ def apply_torch_threads(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == [export_cli.COMMAND_NAME]:
+        return export_cli.main(argv[1:])
     args = parse_args(argv)
     machine = args.progress_jsonl
     if args.exit_with_parent:

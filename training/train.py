@@ -1,8 +1,9 @@
 """The training run: a flat loop, evaluation, TorchScript export with a parity check, and publishing.
 
 run(config, store) trains, scores on the held-out suite, scripts the model, checks the scripted
-module against the eager one, renders the report, then saves one new version (and promotes it
-if asked). Nothing reaches the store unless every step before succeeded.
+module against the eager one, exports the ONNX files (optional: a failure is recorded in the manifest),
+renders the report, then saves one new version (and promotes it if asked). Nothing reaches the store
+unless every required step before succeeded.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import model_store
 from training.config import TrainConfig
 from training.data import Dataset, random_sines, tutorial_data
 from training.evaluate import WARMUP, evaluate
+from training.export import onnx_files
 from training.model import STATE_METHOD, LSTMRegressor, ModelConfig
 from training.report import render
 
@@ -274,6 +276,7 @@ def run(
     scripted = model_store.script(model)
     parity = check_parity(model, scripted, model_config.input_size, config.seed)
     sequence = sequence_support(scripted, model_config, config.seed)
+    onnx, onnx_bytes = onnx_files(model, model_config, config.seed, references=(scripted,))
     seconds = time.monotonic() - started
     metrics.update(
         epochs=len(losses), final_loss=losses[-1], train_seconds=round(seconds, 2), parity_max_abs_diff=parity
@@ -289,8 +292,9 @@ def run(
         params=config.to_dict() | {"model": model_config.to_dict(), "torch_threads": torch.get_num_threads()},
         metrics=metrics,
         data=describe_data(config, dataset),
-        extra_files={"report.png": report},
+        extra_files={"report.png": report, **onnx_bytes},
         sequence=sequence,
+        onnx=onnx,
     )
     if promoted:
         store.set_alias(name, model_store.PRODUCTION, manifest.version)

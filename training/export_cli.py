@@ -1,0 +1,75 @@
+"""`lstm-train export`: give a published version its ONNX files, without changing its weights.
+
+The checkpoint is loaded and verified against its sha256, its weights are put into the eager model, the
+ONNX files are exported from that and parity-checked against the TorchScript module, and the version's
+manifest is rewritten atomically with their checksums (or why the export failed). Flags come from
+ExportSettings' Fields, each with its LSTM_ environment twin, like lstm-train's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+import model_store
+from training.settings_cli import Switch, add_flags, flags_of, settings_from
+
+COMMAND_NAME = "export"
+
+
+class ExportSettings(BaseSettings):
+    """lstm-train export's options (LSTM_STORE_DIR, LSTM_MODEL as lstm-train's; LSTM_EXPORT_VERSION)."""
+
+    model_config = SettingsConfigDict(env_prefix="LSTM_", extra="ignore")
+
+    store_dir: Path = Field(Path("model-store"), description="store folder (the same variable as lstm-serve's)")
+    model: str = Field("lstm", description="model name")
+    export_version: str | None = Field(
+        None, description="the version to export: a number or an alias; unset: the serving version"
+    )
+    print_json: Switch = Field(
+        False, validation_alias="LSTM_JSON", description="print the version's ONNX entry as one JSON object"
+    )
+
+
+FLAGS = flags_of(ExportSettings, {"store_dir": "store", "export_version": "version", "print_json": "json"})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lstm-train export",
+        description="Add ONNX files (model.onnx, model_state.onnx) to a published version, exported from its "
+        "checkpoint's weights, which stay as they are; LSTM_RUNTIME=auto then serves it with ONNX Runtime.",
+    )
+    add_flags(parser, ExportSettings, FLAGS)
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = build_parser()
+    settings = settings_from(ExportSettings, parser, parser.parse_args(argv), FLAGS)
+    from training.export import OnnxParityError, export_version  # torch loads after the flags are checked
+
+    store = model_store.ModelStore(settings.store_dir)
+    try:
+        manifest = export_version(store, settings.model, settings.export_version)
+    except (model_store.StoreError, OSError, ValueError, OnnxParityError) as exc:
+        print(f"lstm-train export: error: {exc}", file=sys.stderr)
+        return 1
+    entry = manifest.onnx
+    assert entry is not None
+    if settings.print_json:
+        print(json.dumps({"model": manifest.name, "version": manifest.version, "onnx": entry.to_dict()}))
+    elif entry.error is None or entry.file is not None:
+        files = ", ".join(sorted(entry.checksums()))
+        print(f"exported {manifest.name} version {manifest.version} to {files} in {store.root}")
+        print(f"  parity_max_abs_diff: {entry.parity_max_abs_diff:.3g}")
+    if entry.error is not None:
+        print(f"lstm-train export: {entry.error} (recorded in the manifest)", file=sys.stderr)
+    return 0 if entry.file is not None else 1
