@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -308,3 +310,21 @@ def test_kustomizations_list_every_manifest_once() -> None:
     assert sorted(listed) == sorted(manifests), "each manifest in exactly one kustomization"
     top = yaml.safe_load((KUBE / "kustomization.yaml").read_text())
     assert "kserve" not in top["resources"], "the InferenceService needs KServe's CRDs: a kustomization of its own"
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed (its kustomize renders offline)")
+@pytest.mark.parametrize("folder", [KUBE, KUBE / "kserve"], ids=["deployment", "kserve"])
+def test_kubectl_kustomize_renders_the_objects(folder: Path) -> None:
+    # What `kubectl apply -k` would send, built offline; the names must stay as the manifests reference them.
+    rendered = subprocess.run(
+        ["kubectl", "kustomize", str(folder)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    objects = {(doc["kind"], doc["metadata"]["name"]) for doc in yaml.safe_load_all(rendered.stdout) if doc}
+    config = {("ConfigMap", "lstm-serve"), ("Secret", "lstm-api-token")}
+    if folder == KUBE:
+        expected = config | {("PersistentVolumeClaim", "lstm-model-store"), ("Deployment", "lstm-serve")}
+        expected |= {("Service", "lstm-serve")}
+    else:
+        expected = config | {("InferenceService", "lstm")}
+    assert objects == expected
