@@ -53,7 +53,8 @@ class Marker:
 
 def sines(seq: int = 30, batch: int = 3) -> np.ndarray:
     t = np.arange(seq)[:, None] * 0.1 + np.arange(batch)[None, :]
-    return np.sin(t)[:, :, None].astype(np.float32)  # (seq, batch, 1)
+    x: np.ndarray = np.sin(t)[:, :, None].astype(np.float32)  # (seq, batch, 1)
+    return x
 
 
 def in_process(model: nn.Module, x: np.ndarray) -> np.ndarray:

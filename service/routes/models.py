@@ -1,5 +1,4 @@
-"""The model store over HTTP: list, inspect, import a model file, report picture, promote/roll back, remove an alias,
-delete."""
+"""The model store over HTTP: list, inspect, import a model file, report picture, promote, remove an alias, delete."""
 
 from __future__ import annotations
 
