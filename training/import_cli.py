@@ -21,6 +21,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 import model_store
 from training.settings_cli import Switch, add_flags, flags_of, settings_from
 
+DEFAULT_MAX_BYTES = 16 * 1024 * 1024  # lstm-serve's LSTM_IMPORT_MAX_BYTES default too
+
 COMMAND_NAME = "import"
 CHECK_FAILED = 3
 PromoteChoice = Literal["never", "if_better", "always"]
@@ -41,9 +43,14 @@ class ImportSettings(BaseSettings):
         description="point the production alias at the new version: never, if_better (its worst-case held-out MSE "
         "is not worse than the serving version's, or nothing serves yet) or always",
     )
-    import_source: str = Field("", max_length=500, description="where the file came from, for the manifest")
+    import_source: str = Field(
+        "", max_length=500, description="where the file came from, for the manifest (empty: the file's name)"
+    )
     import_max_bytes: int = Field(
-        64 * 1024 * 1024, ge=1, le=1 << 31, description="largest file accepted (the size check fails above)"
+        DEFAULT_MAX_BYTES,
+        ge=1024,
+        le=1 << 30,
+        description="largest file accepted (the size check fails above; the same variable as lstm-serve's)",
     )
     print_json: Switch = Field(False, validation_alias="LSTM_JSON", description="print the result as one JSON object")
 

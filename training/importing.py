@@ -20,7 +20,7 @@ from model_store.imported import CheckedModel, ImportCheckError, ImportFormat, c
 from training.evaluate import evaluate
 from training.train import Promote, decide_promotion
 
-DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_BYTES = 16 * 1024 * 1024  # LSTM_IMPORT_MAX_BYTES's default
 
 
 @dataclass(frozen=True)
