@@ -19,7 +19,7 @@ from torch import nn
 import model_store
 from model_store import onnx_runtime
 from model_store.imported import ImportCheckError
-from tests.conftest import make_client
+from tests.conftest import OneShotRegressor, make_client
 from training.importing import import_model
 from training.model import LSTMRegressor, ModelConfig
 
@@ -39,6 +39,18 @@ def torchscript_file(model: nn.Module) -> bytes:
 class NaNModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * float("nan")  # (seq, batch, 1), every element NaN
+
+
+class BrokenState(LSTMRegressor):
+    """forward_state that ignores the state it is given: its chunks do not chain like forward."""
+
+    @model_store.export_method
+    def forward_state(
+        self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        hidden, (h_n, c_n) = self.lstm(x)  # (seq, batch, hidden): starts from zeros every chunk
+        output: torch.Tensor = self.head(hidden)  # (seq, batch, 1)
+        return output, h_n, c_n
 
 
 class Marker:
@@ -68,14 +80,16 @@ def no_versions(store: model_store.ModelStore) -> None:
     assert "ext" not in store.models() or store.versions("ext") == []
     folder = store.root / "ext"
     if folder.exists():
-        assert [p.name for p in (folder / "versions").iterdir()] == [] if (folder / "versions").exists() else True
         assert not [p for p in folder.iterdir() if p.name.startswith(".")], list(folder.iterdir())
+        if (folder / "versions").exists():
+            assert list((folder / "versions").iterdir()) == []
 
 
 def test_torchscript_file_imported_over_http_is_served_with_the_same_answers(
     store: model_store.ModelStore,
 ) -> None:
-    model = eager(3)
+    torch.manual_seed(3)
+    model = OneShotRegressor(ModelConfig(hidden_size=6, num_layers=1)).eval()  # forward only, no forward_state
     with make_client(store) as client:
         response = client.post(URL + "?promote=always&source=elsewhere", content=torchscript_file(model), headers=ZIP)
         assert response.status_code == 201, response.text
@@ -85,7 +99,7 @@ def test_torchscript_file_imported_over_http_is_served_with_the_same_answers(
         assert manifest["data"]["kind"] == "imported" and manifest["data"]["format"] == "torchscript"
         assert manifest["data"]["source"] == "elsewhere" and len(manifest["data"]["sha256"]) == 64
         assert manifest["metrics"]["worst_mse"] > 0 and "mse_by_step" in manifest["metrics"]
-        assert manifest["sequence"] is None  # one-shot only
+        assert manifest["sequence"] is None  # no forward_state: one-shot only
         x = sines()
         answer = client.post("/predict", json={"inputs": x.tolist(), "model": "ext"})
         assert answer.status_code == 200, answer.text
@@ -116,11 +130,30 @@ def test_the_command_imports_a_torchscript_file_with_auto_format(tmp_path: Path,
     result = json.loads(done.stdout.splitlines()[-1])
     assert result["version"] == 1 and result["promoted"] is False  # --promote defaults to never
     assert result["manifest"]["data"]["source"] == "mine.pt"
+    # LSTMRegressor's forward_state passed the chunked parity check: the version serves sequences too.
+    assert result["manifest"]["sequence"]["method"] == "forward_state"
     with make_client(store) as client:
         x = sines(50, 2)
         answer = client.post("/predict", json={"inputs": x.tolist(), "model": "ext"})
         assert answer.status_code == 200, answer.text
         assert np.allclose(np.array(answer.json()["outputs"]), in_process(model, x), atol=1e-6)
+        step = client.post(
+            "/v2/models/ext/infer",
+            json={
+                "inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 1, 1], "data": [0.0, 0.1]}],
+                "parameters": {"sequence_id": "s1", "sequence_start": True},
+            },
+        )
+        assert step.status_code == 200, step.text
+
+
+def test_a_forward_state_that_does_not_chain_fails_the_sequence_check(store: model_store.ModelStore) -> None:
+    torch.manual_seed(6)
+    data = torchscript_file(BrokenState(ModelConfig(hidden_size=6, num_layers=1)).eval())
+    with pytest.raises(ImportCheckError) as raised:
+        import_model(store, "ext", data)
+    assert raised.value.check == "sequence"
+    no_versions(store)
 
 
 def test_the_command_names_a_failed_check_with_exit_status_3(tmp_path: Path, store: model_store.ModelStore) -> None:

@@ -3,8 +3,10 @@
 model_store.imported runs the file checks (size, format, load, shapes, finite outputs); this module adds the
 held-out metrics a trained version gets (training/evaluate.py), saves the version through the store's atomic
 save with a manifest whose `data` says it was imported (source, format, sha256), and applies the same promotion
-policy as training (`never`, `if_better`, `always`). Imported versions serve one-shot requests only: nothing
-is known about a foreign model's state, so the manifest has no `sequence` entry (sequence requests get 409).
+policy as training (`never`, `if_better`, `always`). An imported TorchScript archive with this project's
+`forward_state` and LSTMRegressor's weight layout serves sequences once its chunked parity check passes (else
+the `sequence` check fails); any other file serves one-shot requests only: no `sequence` entry, so sequence
+requests get the usual 409.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import torch
 import model_store
 from model_store.imported import CheckedModel, ImportCheckError, ImportFormat, check
 from training.evaluate import evaluate
-from training.train import Promote, decide_promotion
+from training.export import config_of
+from training.model import STATE_METHOD
+from training.train import Promote, TrainingError, decide_promotion, sequence_support
 
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024  # LSTM_IMPORT_MAX_BYTES's default
 
@@ -40,6 +44,20 @@ def _torch_forward(checked: CheckedModel) -> Any:
     return forward
 
 
+def _sequence(module: model_store.ScriptModule) -> model_store.SequenceSupport | None:
+    """The manifest's `sequence` entry when the archive carries state like a trained version, else None."""
+    if not model_store.has_method(module, STATE_METHOD):
+        return None
+    try:
+        config = config_of(module)  # from LSTMRegressor's weight names and shapes
+    except (KeyError, ValueError):
+        return None  # someone else's state-carrying method: nothing says what its state is
+    try:
+        return sequence_support(module, config, seed=0)
+    except (TrainingError, RuntimeError) as exc:
+        raise ImportCheckError("sequence", f"{STATE_METHOD} does not chain like forward: {str(exc)[:300]}") from None
+
+
 def import_model(
     store: model_store.ModelStore,
     name: str,
@@ -58,6 +76,7 @@ def import_model(
             "the ONNX file passed every check, but a version without a TorchScript checkpoint cannot be served yet; "
             "import the model's TorchScript archive",
         )
+    sequence = _sequence(checked.module)
     forward = _torch_forward(checked)
     metrics = evaluate(forward)
     if not all(math.isfinite(float(metrics[key])) for key in ("worst_mse", "mean_mse", "tutorial_test_mse")):
@@ -79,6 +98,7 @@ def import_model(
         params={"imported": True, "torch_threads": torch.get_num_threads()},
         metrics=metrics,
         data=imported,
+        sequence=sequence,
     )
     if promoted:
         store.set_alias(name, model_store.PRODUCTION, manifest.version)
