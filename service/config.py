@@ -58,6 +58,15 @@ class Settings(BaseSettings):
         None, description="bearer token for mutating routes; when unset they are open to loopback clients only"
     )
     max_body_bytes: int = Field(16 * MIB, ge=1024, description="largest request body accepted (413 above)")
+    import_max_bytes: int = Field(
+        16 * MIB,
+        ge=1024,
+        le=1 << 30,
+        description="largest model file POST /models/{name}/versions accepts (413 above; max_body_bytes applies too)",
+    )
+    import_time_limit: float = Field(
+        300.0, gt=0, le=3600, description="seconds an import's checks and held-out metrics may take (then 503)"
+    )
     max_discard_bytes: int = Field(
         64 * MIB,
         ge=0,

@@ -16,6 +16,17 @@ LENIENT: Final = frozenset({b"", b"application/x-www-form-urlencoded"})
 WITH_BODY: Final = frozenset({"POST", "PUT", "PATCH"})
 OIP_BINARY_HEADER: Final = b"inference-header-content-length"
 SHOWN_MAX: Final = 100  # characters of a refused Content-Type quoted back
+# POST /models/{name}/versions reads a model file: these types besides JSON's rules (none of them is one a browser
+# page may send to another site without a CORS preflight). Which format each names is in service/repository.py.
+MODEL_FILE_TYPES: Final = frozenset(
+    {b"application/octet-stream", b"application/zip", b"application/vnd.pytorch.torchscript", b"application/onnx"}
+)
+
+
+def is_model_upload(path: str) -> bool:
+    """Whether `path` is POST /models/{name}/versions's."""
+    parts = path.split("/")
+    return len(parts) == 4 and parts[0] == "" and parts[1] == "models" and parts[3] == "versions"
 
 
 def media_type(value: bytes) -> bytes:
@@ -35,6 +46,7 @@ class ContentTypeMiddleware:
       queue training jobs. With `application/json` the browser asks first, and CORS (off by default) decides.
     - A request to an OIP `.../infer` route that carries `Inference-Header-Content-Length` uses the binary
       tensor extension, whatever its type (Triton's client sends none).
+    - POST /models/{name}/versions (a model file) also takes MODEL_FILE_TYPES.
     - Anything else (`text/plain`, `multipart/form-data`, `application/xml`, ...): 415 before the route runs.
     """
 
@@ -56,7 +68,13 @@ class ContentTypeMiddleware:
                 browser = True
         infer = scope["path"].endswith("/infer")
         media = b"" if declared is None else media_type(declared)
-        if (binary and infer) or media == JSON or (media.startswith(b"application/") and media.endswith(b"+json")):
+        upload = media in MODEL_FILE_TYPES and is_model_upload(scope["path"])
+        if (
+            upload
+            or (binary and infer)
+            or media == JSON
+            or (media.startswith(b"application/") and media.endswith(b"+json"))
+        ):
             await self.app(scope, receive, send)
         elif media in LENIENT and not browser:
             headers = [(name, value) for name, value in scope["headers"] if name != b"content-type"]

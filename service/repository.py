@@ -14,11 +14,14 @@ from typing import Literal
 import anyio.to_thread
 
 import model_store
+from service.config import Settings
 from service.errors import ConflictError, NotReadyError
+from service.importer import ImportFormat, Promote, run_import
 from service.predictor import Predictor
 from service.schemas import (
     AliasSet,
     DamagedEntry,
+    ImportedVersion,
     LoadError,
     ModelListing,
     ModelSummary,
@@ -170,6 +173,21 @@ class Repository:
             version=version,
             serving_version=served and served.version,
             repaired=None if replaced is None else replaced.reason,
+        )
+
+    async def import_version(
+        self, settings: Settings, name: str, data: bytes, fmt: ImportFormat, promote: Promote, source: str
+    ) -> ImportedVersion:
+        """Check a model file and publish it as a new version (service/importer.py); this worker serves it at once
+        if it was promoted (or is the newest without a production alias), the others on their next poll."""
+        result = await run_import(settings, name, data, fmt, promote, source)
+        await self._refresh()
+        return ImportedVersion(
+            model=result["model"],
+            version=result["version"],
+            promoted=result["promoted"],
+            promotion_reason=result["promotion_reason"],
+            manifest=VersionManifest.model_validate(result["manifest"]),
         )
 
     async def remove_alias(self, name: str, alias: str) -> None:

@@ -361,6 +361,16 @@ class VersionManifest(BaseModel):
     )
 
 
+class ImportedVersion(BaseModel):
+    """POST /models/{name}/versions: the version a model file became, whether it was promoted and why."""
+
+    model: str
+    version: int
+    promoted: bool
+    promotion_reason: str
+    manifest: VersionManifest
+
+
 class AliasUpdate(BaseModel):
     """Body of PUT /models/{name}/aliases/{alias}."""
 

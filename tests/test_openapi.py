@@ -41,7 +41,7 @@ def test_management_operations_declare_the_bearer_scheme_and_its_refusals() -> N
         for method, path, op in OPERATIONS
         if method in ("POST", "PUT", "DELETE") and path.startswith(("/models", "/train"))
     ]
-    assert len(managed) == 5  # set and remove an alias, delete a version, submit and cancel a job
+    assert len(managed) == 6  # import a version, set and remove an alias, delete a version, submit and cancel a job
     for method, path, operation in managed:
         assert operation["security"] == [{"token": []}], (method, path)
         assert {"401", "403"} <= set(operation["responses"]), (method, path)

@@ -1,6 +1,7 @@
 """The lstm-train command: train a preset, register the version, print it and its metrics.
 
 `lstm-train export` (add ONNX files to a published version) is training/export_cli.py.
+`lstm-train import` (publish a model trained elsewhere) is training/import_cli.py.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from tqdm import tqdm
 
 import model_store
-from training import export_cli
+from training import export_cli, import_cli
 from training.config import BOUNDS, PRESETS, Bound, ParamError, PresetName, preset
 from training.data import DatasetError, load_dataset
 from training.memory import DEFAULT_BUDGET_MB, MemoryBudgetError, check_budget
@@ -130,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lstm-train",
         description="Train an LSTM that reads sines and predicts cosines, and register it in the model store "
-        "(`lstm-train export --help`: add ONNX files to a published version). "
+        "(`lstm-train export --help`: add ONNX files to a published version; `lstm-train import --help`: publish a "
+        "model trained elsewhere). "
         "Every flag has an environment twin, listed in docs/training.md: --hidden-size is LSTM_HIDDEN_SIZE, "
         "--json is LSTM_JSON (true/false/1/0), --store is LSTM_STORE_DIR; a flag given overrides its twin.",
     )
@@ -253,6 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == [export_cli.COMMAND_NAME]:
         return export_cli.main(argv[1:])
+    if argv[:1] == [import_cli.COMMAND_NAME]:
+        return import_cli.main(argv[1:])
     args = parse_args(argv)
     machine = args.progress_jsonl
     if args.exit_with_parent:

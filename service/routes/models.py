@@ -1,11 +1,20 @@
-"""The model store over HTTP: list, inspect, report picture, promote/roll back, remove an alias, delete."""
+"""The model store over HTTP: list, inspect, import a model file, report picture, promote, remove an alias, delete."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
-from service.deps import AdminDep, RepositoryDep
-from service.schemas import AliasSet, AliasUpdate, ErrorBody, ModelListing, VersionManifest, error_responses
+from service.deps import AdminDep, RepositoryDep, SettingsDep
+from service.importer import FORMAT_BY_MEDIA, ImportFormat, Promote, format_of
+from service.schemas import (
+    AliasSet,
+    AliasUpdate,
+    ErrorBody,
+    ImportedVersion,
+    ModelListing,
+    VersionManifest,
+    error_responses,
+)
 
 router = APIRouter(prefix="/models", tags=["models"], responses=error_responses())
 ADMIN_ERRORS = (400, 401, 403, 404)  # a body that ended early, no or a wrong token, an unknown model or version
@@ -22,6 +31,40 @@ async def list_models(repository: RepositoryDep) -> ModelListing:
 async def get_version(name: str, version: int, repository: RepositoryDep) -> VersionManifest:
     """One version's manifest."""
     return repository.manifest(name, version)
+
+
+_MODEL_FILE = {"schema": {"type": "string", "format": "binary"}}
+
+
+@router.post(
+    "/{name}/versions",
+    status_code=201,
+    dependencies=[AdminDep],
+    responses=error_responses(*ADMIN_ERRORS, 413, 422, 503),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": dict.fromkeys(("application/octet-stream", *FORMAT_BY_MEDIA), _MODEL_FILE),
+        }
+    },
+)
+async def import_version(
+    name: str,
+    request: Request,
+    repository: RepositoryDep,
+    settings: SettingsDep,
+    format: ImportFormat | None = None,
+    promote: Promote = "never",
+    source: str = "",
+) -> ImportedVersion:
+    """Publish a model trained elsewhere: the body is a TorchScript archive (Content-Type application/zip or
+    application/vnd.pytorch.torchscript) or an ONNX file (application/onnx); application/octet-stream, or
+    `format=auto`, detects it (a zip is TorchScript). It is checked first (size, format, load, (seq, batch, 1) float32
+    in and out at several shapes, finite outputs) and scored on the held-out suite; a failed check is a 422 naming
+    it, and nothing is registered. `promote` is training's policy (default never)."""
+    fmt = format_of(request.headers.get("content-type", ""), format)
+    data = await request.body()
+    return await repository.import_version(settings, name, data, fmt, promote, source or "POST /models")
 
 
 @router.get(
