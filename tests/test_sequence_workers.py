@@ -546,6 +546,9 @@ def peer_socket_owners(server: Server) -> dict[int, int]:
     return {index: pid for index, (pid, _) in peer_sockets(server).items()}
 
 
+FIRST_LOAD = re.compile(r"\[(\d+)\]: serving lstm version \d+ \(first load\)")
+
+
 @pytest.fixture
 def two_workers(tmp_path: Path) -> Iterator[Server]:
     store = model_store.ModelStore(tmp_path / "store")
@@ -553,6 +556,9 @@ def two_workers(tmp_path: Path) -> Iterator[Server]:
     server = start_server(store.root, tmp_path / "serve.log", workers=2, LSTM_LOG_LEVEL="info")
     try:
         assert wait_for(lambda: sorted(peer_socket_owners(server)) == [0, 1]), harness.children(server.pid)
+        # Both workers have loaded the model (a worker listens for forwarded steps before its first store read,
+        # and answers them 503 until then, as it answers its own requests).
+        assert wait_for(lambda: len(set(FIRST_LOAD.findall(server.log_text()))) == 2, 120), server.log_text()
         folder = peer_sockets(server)[0][1].parent
         assert folder == peer_sockets(server)[1][1].parent
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700  # only this user reaches the workers' sockets
