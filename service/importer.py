@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any, Literal
 import model_store
 from service.config import Settings
 from service.errors import InvalidInputError, PayloadTooLargeError
-from service.job_runner import STDOUT_LINE_LIMIT, child_setup, one_line
+from service.job_runner import STDOUT_LINE_LIMIT, child_environment, child_setup, one_line
 
 ImportFormat = Literal["auto", "torchscript", "onnx"]
 Promote = Literal["never", "if_better", "always"]
@@ -68,8 +67,6 @@ async def run_import(
         raise PayloadTooLargeError(
             f"the model file has {len(data)} bytes, more than LSTM_IMPORT_MAX_BYTES={settings.import_max_bytes}"
         )
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("LSTM_")}
-    environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
     with tempfile.TemporaryDirectory(prefix="lstm-import-") as folder:
         path = Path(folder) / "model"
         path.write_bytes(data)
@@ -77,7 +74,7 @@ async def run_import(
             *import_command(settings, path, name, fmt, promote, source[:500]),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            env=environment,
+            env=child_environment(),
             limit=STDOUT_LINE_LIMIT,
             preexec_fn=lambda: child_setup(settings.job_memory_limit),
         )

@@ -74,6 +74,14 @@ class RunnerSettings:
         )
 
 
+def child_environment() -> dict[str, str]:
+    """The environment of a child that runs lstm-train (a training job, an import): this process's, without its
+    LSTM_ settings (the child gets flags) or the serving workers' prometheus multiprocess folder."""
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("LSTM_")}
+    environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    return environment
+
+
 def child_setup(memory_limit_mb: int) -> None:
     """Runs in the training child between fork and exec: die with the parent, and cap the data size.
 
@@ -211,8 +219,7 @@ class JobRunner:
             dataset if job.dataset is not None else None,
             self.settings.memory_budget_mb,
         )
-        environment = {key: value for key, value in os.environ.items() if not key.startswith("LSTM_")}
-        environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        environment = child_environment()
         result: dict[str, Any] | None = None
         error: str | None = None
         stderr_path = job_dir / "train.log"
