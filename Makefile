@@ -6,7 +6,7 @@ STORE ?= model-store
 # torch is pinned and installed first, on its own: an unpinned torch would pull a CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install install-runtime browser serve train test lint typecheck pytest clean bench-serving bench-compare grpc-gen
+.PHONY: install install-runtime browser postgres serve train test lint typecheck pytest clean bench-serving bench-compare grpc-gen
 
 # Two installs, each with a stamp so it runs once per change of pyproject.toml: the runtime one (what
 # `make serve` needs: torch, then the project) and the dev one on top of it (test, lint and type tools).
@@ -83,11 +83,17 @@ browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
+# The PostgreSQL tests (tests/postgres_server.py) start Debian's server in a temporary folder; the cross-host tests
+# put processes in network namespaces (iproute2's `ip netns`). A fresh machine may have neither.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 && command -v ip >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql iproute2 >/dev/null; }
+
 # Test files run in parallel (pytest-xdist), each file whole in one process so its module fixtures and its
 # servers are made once; `-n auto` is two processes per core of the CPU budget (tests/conftest.py). PYTEST_ARGS=-n0
 # runs them one by one.
 PYTEST_ARGS ?= -n auto --dist loadfile
-pytest: install browser
+pytest: install browser postgres
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest

@@ -6,6 +6,7 @@ import contextlib
 import os
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from torch import nn
 
 import model_store
 from service import Settings, create_app
+from tests.postgres_server import PostgresServer
 from training import LSTMRegressor, ModelConfig, sequence_support
 from training.export import eager_of, onnx_files
 
@@ -148,3 +150,20 @@ def mounted_tmpfs(tmp_path: Path, size: str) -> Iterator[Path]:
         yield mount_point
     finally:
         subprocess.run(["umount", str(mount_point)], check=True)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server on loopback for this test process (tests/postgres_server.py)."""
+    server = PostgresServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def database_url(postgres: PostgresServer) -> str:
+    """The URL of a new, empty database of its own for one test."""
+    return postgres.create_database(f"t_{uuid.uuid4().hex[:16]}")
