@@ -24,6 +24,12 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LSTM_", extra="ignore")
 
     store_dir: Path = Field(Path("model-store"), description="the model store folder (shared by all workers)")
+    database_url: str | None = Field(
+        None,
+        description="unset: SQLite in the store folder (the embedded default); postgresql://...: versions, aliases "
+        "and training jobs are rows in PostgreSQL (docs/scale-out.md); keep its password in PGPASSWORD or "
+        "~/.pgpass rather than in the URL",
+    )
     host: str = Field("127.0.0.1", description="address to bind; 0.0.0.0 to listen on every interface")
     port: int = Field(8000, ge=0, le=65535, description="TCP port")
     workers: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = Field(
