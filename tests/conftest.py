@@ -18,6 +18,7 @@ from torch import nn
 import model_store
 from service import Settings, create_app
 from tests.postgres_server import PostgresServer
+from tests.s3_server import S3Server
 from training import LSTMRegressor, ModelConfig, sequence_support
 from training.export import eager_of, onnx_files
 
@@ -167,3 +168,23 @@ def postgres() -> Iterator[PostgresServer]:
 def database_url(postgres: PostgresServer) -> str:
     """The URL of a new, empty database of its own for one test."""
     return postgres.create_database(f"t_{uuid.uuid4().hex[:16]}")
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """A real S3 HTTP endpoint (moto's server) on loopback for this test process (tests/s3_server.py)."""
+    server = S3Server()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
+    """'s3://BUCKET/PREFIX' of a new, empty bucket of its own for one test; the standard AWS_* variables point
+    boto3 (in this process and in the children it starts) at the server."""
+    for name, value in s3_server.environment().items():
+        monkeypatch.setenv(name, value)
+    return f"s3://{s3_server.create_bucket()}/store"
