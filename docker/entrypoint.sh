@@ -8,7 +8,7 @@
 #   IMAGE lstm-train --preset tutorial                          (any other command, as given)
 #
 # Seeding: the baked store ($LSTM_BAKED_STORE, set in the Dockerfile; empty turns seeding off)
-# is copied into $LSTM_STORE_DIR only when the store has no published version at all, so a
+# is copied into a folder $LSTM_STORE_DIR (a path or file://; never an s3:// store) only when the store has no published version at all, so a
 # store that holds models (or whose versions were all deleted on purpose) is never touched.
 # Each model is copied to a staging folder inside the store and renamed into place; the rename
 # fails if the model's folder is already there, so replicas that start together on one shared
@@ -66,8 +66,17 @@ if [ "${LSTM_API_TOKEN+set}" = set ] && [ -z "$LSTM_API_TOKEN" ]; then
     log "error: LSTM_API_TOKEN is set but empty; lstm-serve refuses to start. Unset it or set a secret"
 fi
 
-if [ "$1" = "lstm-serve" ] && [ -n "${LSTM_BAKED_STORE:-}" ]; then
-    seed_store "$LSTM_BAKED_STORE" "${LSTM_STORE_DIR:-model-store}"
+store=${LSTM_STORE_DIR:-model-store}
+case $store in
+    file://*) store=${store#file://} ;;
+    *://*)
+        # An object store (s3://) shared by every replica: seeding it from each pod would race to
+        # publish copies; seed it once instead (docs/scale-out.md, compose.scale.yaml's seed step).
+        store= ;;
+esac
+
+if [ "$1" = "lstm-serve" ] && [ -n "${LSTM_BAKED_STORE:-}" ] && [ -n "$store" ]; then
+    seed_store "$LSTM_BAKED_STORE" "$store"
 fi
 
 exec "$@"

@@ -350,3 +350,36 @@ def test_entrypoint_seeds_once_when_replicas_start_together(tmp_path: Path) -> N
     assert sum("seeded" in log for log in logs) == 1, logs
     assert sorted(p.name for p in store.iterdir()) == ["lstm"], "a staging folder was left behind"
     assert (store / "lstm" / "versions" / "1" / "manifest.json").is_file()
+
+
+def test_entrypoint_seeds_a_file_url_store_at_its_path(tmp_path: Path) -> None:
+    baked = make_store(tmp_path / "baked")
+    store = tmp_path / "volume"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "lstm-serve").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "lstm-serve").chmod(0o755)
+    env = {"LSTM_BAKED_STORE": str(baked), "LSTM_STORE_DIR": f"file://{store}", "PATH": f"{bin_dir}:/usr/bin:/bin"}
+    done = subprocess.run([str(ENTRYPOINT)], env=env, capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    assert (store / "lstm" / "versions" / "1" / "manifest.json").is_file()
+
+
+def test_entrypoint_never_seeds_an_object_store(tmp_path: Path) -> None:
+    # Replicas on many nodes share an s3:// store: seeding from each would publish copies, and a folder named
+    # "s3:" must not appear in the working directory either.
+    baked = make_store(tmp_path / "baked")
+    work = tmp_path / "work"
+    work.mkdir()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "lstm-serve").write_text('#!/bin/sh\necho "serve $LSTM_STORE_DIR"\n')
+    (bin_dir / "lstm-serve").chmod(0o755)
+    env = {"LSTM_BAKED_STORE": str(baked), "LSTM_STORE_DIR": "s3://bucket/store", "PATH": f"{bin_dir}:/usr/bin:/bin"}
+    done = subprocess.run(
+        [str(ENTRYPOINT)], env=env, cwd=work, capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "serve s3://bucket/store\n"
+    assert "seeded" not in done.stderr
+    assert list(work.iterdir()) == []
