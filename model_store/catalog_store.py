@@ -1,5 +1,7 @@
-"""CatalogStore: the model store of several machines, with versions, aliases and manifests as PostgreSQL rows and
-every file of a version as an immutable object (Blobs: a shared folder or an S3 bucket) named by its sha256.
+"""CatalogStore: the model store of several machines, its versions and aliases as PostgreSQL rows.
+
+Versions, aliases and manifests are rows; every file of a version is an immutable object (Blobs: a shared folder
+or an S3 bucket) named by its sha256.
 
 Publishing a version uploads its files first, then commits one transaction that allocates its number and inserts
 its rows: the commit is the publish. A save that dies before the commit leaves unreferenced objects and no
