@@ -21,6 +21,7 @@ from service.peers import Peers, check_directory
 from service.sockets import plain_socket, reserve
 from service.supervisor import Supervisor, WorkerSpec, runner_command
 from training.settings_cli import add_flags, settings_from
+from training.store_settings import database_problem
 
 log = logging.getLogger("service.serve")
 
@@ -79,6 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:  # a store whose jobs this build cannot keep: said before anything starts
         print(f"lstm-serve: error: {exc}", file=sys.stderr)
         return 2
+    problem = database_problem(settings)
+    if problem is not None:
+        print(f"lstm-serve: error: {problem}", file=sys.stderr)
+        return 1
     try:
         log_config = configure(settings.log_level, settings.log_format)
     except ValueError as exc:  # logging names no such level

@@ -129,3 +129,11 @@ def test_the_commands_refuse_an_s3_store_without_a_database_before_starting() ->
 def test_lstm_train_says_when_the_database_cannot_be_reached(tmp_path: Path) -> None:
     done = run("-m", "training", "export", "--store", str(tmp_path), "--database-url", "postgresql://127.0.0.1:1/x")
     assert done.returncode == 1 and "database" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_lstm_serve_says_at_start_when_the_database_cannot_be_reached(tmp_path: Path) -> None:
+    url = "postgresql://someone:hunter2@127.0.0.1:1/models"
+    done = run("-m", "service", "--store", str(tmp_path), "--database-url", url, "--port", "0", "--no-grpc")
+    assert done.returncode == 1, done.stderr
+    assert "cannot reach the store's database at postgresql://127.0.0.1:1/models" in done.stderr
+    assert "hunter2" not in done.stderr and "Traceback" not in done.stderr

@@ -112,6 +112,23 @@ class StoreSettings(BaseSettings):
         return flags
 
 
+def database_problem(settings: StoreSettings, timeout: float = 10.0) -> str | None:
+    """Why the store's database cannot be reached now (None: it answered, or there is none), so a server can say
+    so in one line at start instead of failing in its first request's traceback. Torch-free, as the supervisor."""
+    if not settings.database_url:
+        return None
+    import psycopg  # only for a database-backed store
+
+    try:
+        psycopg.connect(settings.database_url, connect_timeout=max(1, int(timeout))).close()
+    except psycopg.Error as exc:
+        parts = urlsplit(settings.database_url)
+        shown = parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]).geturl()  # no user or password in messages
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"cannot reach the store's database at {shown}: {detail}"
+    return None
+
+
 def open_store(settings: StoreSettings) -> model_store.Store:
     """The store these settings name (ValueError for one that cannot be opened; StorageError when it fails)."""
     import model_store
