@@ -3,6 +3,7 @@ that refuse what cannot be opened, and the flags that hand a store to an lstm-tr
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from model_store.blobs import FolderBlobs
 from model_store.catalog_store import CatalogStore
 from model_store.s3_blobs import S3Blobs
 from service.config import Settings
-from tests.conftest import save_tiny
+from tests.conftest import save_tiny, tiny_module
 from training import store_settings
 from training.store_settings import StoreSettings
 
@@ -137,3 +138,22 @@ def test_lstm_serve_says_at_start_when_the_database_cannot_be_reached(tmp_path: 
     assert done.returncode == 1, done.stderr
     assert "cannot reach the store's database at postgresql://127.0.0.1:1/models" in done.stderr
     assert "hunter2" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_lstm_train_import_and_export_publish_into_the_catalog(
+    database_url: str, s3_bucket: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "mine.pt"
+    path.write_bytes(model_store.to_bytes(tiny_module(3, hidden_size=6, stateful=True)))
+    reach = ["--store", s3_bucket, "--database-url", database_url, "--cache-dir", str(tmp_path / "cache")]
+    imported = run("-m", "training", "import", str(path), *reach, "--model", "ext", "--promote", "always", "--json")
+    assert imported.returncode == 0, imported.stderr
+    assert json.loads(imported.stdout.splitlines()[-1])["version"] == 1
+    exported = run("-m", "training", "export", *reach, "--model", "ext", "--json")
+    assert exported.returncode == 0, exported.stderr
+    store = model_store.open_store(s3_bucket, database_url)
+    manifest = store.manifest("ext", 1)
+    assert store.aliases("ext") == {"production": 1}
+    assert manifest.onnx is not None and manifest.onnx.file in manifest.files
+    assert store.read_checked("ext", 1, manifest.onnx.file, manifest.onnx.sha256 or "")  # in the bucket, intact
+    store.close()
