@@ -15,6 +15,7 @@ from model_store.errors import (
     VersionNotFoundError,
     storage_error,
 )
+from model_store.locations import Store, folder_of, is_s3, open_store
 from model_store.manifest import Manifest, OnnxExport, SequenceSupport, TensorSpec, sequence_spec
 from model_store.names import MAX_VERSION, NAME_PATTERN, check_name, check_version, is_version_text
 from model_store.store import PRODUCTION, LoadedModel, ModelReport, ModelStore, Scan, sha256_hex
@@ -40,6 +41,7 @@ __all__ = [
     "SequenceSupport",
     "StorageError",
     "StorageFullError",
+    "Store",
     "StoreError",
     "TensorSpec",
     "VersionInUseError",
@@ -48,11 +50,14 @@ __all__ = [
     "check_version",
     "cpu_budget",
     "export_method",
+    "folder_of",
     "idle_cores",
     "from_bytes",
     "has_method",
+    "is_s3",
     "is_version_text",
     "onnx_runtime",
+    "open_store",
     "script",
     "sequence_spec",
     "sha256_hex",

@@ -165,6 +165,17 @@ class ModelStore:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
 
+    def describe(self) -> str:
+        """The store's folder, for messages."""
+        return str(self.root)
+
+    def changes(self) -> None:
+        """None: a folder tells no one of its changes; readers poll it."""
+        return None
+
+    def close(self) -> None:
+        """Nothing to let go of: every call opens and closes its own files."""
+
     # ---- paths and safe reading ---------------------------------------------------------
 
     def _model_dir(self, name: str) -> Path:
@@ -301,7 +312,7 @@ class ModelStore:
 
     def _file_parts(self, name: str, version: int, filename: str) -> tuple[str, ...]:
         manifest = self.manifest(name, version)
-        if filename not in manifest.files or not _plain_name(filename):
+        if filename not in manifest.files or not plain_name(filename):
             raise FileNotFoundError(f"{name} version {version} has no file {filename!r}")
         return ("versions", str(version), filename)
 
@@ -445,8 +456,8 @@ class ModelStore:
         files, which are among `extra_files` with the checksums it gives (or why there are none)."""
         extra = dict(extra_files or {})
         for filename in extra:
-            _check_extra_name(filename)
-        _check_onnx_files(onnx, extra)
+            check_extra_name(filename)
+        check_onnx_files(onnx, extra)
         with storage_errors(f"saving a version of {name!r}"):
             return self._save(name, module, inputs, outputs, params, metrics, data, extra, sequence, onnx)
 
@@ -517,8 +528,8 @@ class ModelStore:
         """
         check_version(version)
         for filename in files:
-            _check_extra_name(filename)
-        _check_onnx_files(onnx, dict(files))
+            check_extra_name(filename)
+        check_onnx_files(onnx, dict(files))
         with storage_errors(f"adding ONNX files to {name!r} version {version}"), self._locked(name):
             manifest = self.manifest(name, version)
             if manifest.sha256 != checkpoint:
@@ -617,12 +628,12 @@ class ModelStore:
             shutil.rmtree(trash, ignore_errors=True)
 
 
-def _check_extra_name(filename: str) -> None:
-    if filename in (CHECKPOINT_FILE, MANIFEST_FILE) or not _plain_name(filename) or filename[0] == ".":
+def check_extra_name(filename: str) -> None:
+    if filename in (CHECKPOINT_FILE, MANIFEST_FILE) or not plain_name(filename) or filename[0] == ".":
         raise ValueError(f"invalid extra file name {filename!r}")
 
 
-def _check_onnx_files(onnx: OnnxExport | None, files: Mapping[str, bytes]) -> None:
+def check_onnx_files(onnx: OnnxExport | None, files: Mapping[str, bytes]) -> None:
     """Every file the ONNX entry names is among `files` with the checksum the entry gives."""
     for filename, digest in ({} if onnx is None else onnx.checksums()).items():
         if filename not in files:
@@ -631,7 +642,7 @@ def _check_onnx_files(onnx: OnnxExport | None, files: Mapping[str, bytes]) -> No
             raise ValueError(f"{filename!r} does not have the sha256 the ONNX entry gives")
 
 
-def _plain_name(filename: str) -> bool:
+def plain_name(filename: str) -> bool:
     """A file name with no folder part: what a version may hold beside its checkpoint."""
     return bool(filename) and filename not in (".", "..") and "/" not in filename and "\0" not in filename
 

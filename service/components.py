@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass
 
 import model_store
-from service.config import Settings
+from service.config import Settings, job_folder
 from service.dataplane import DataPlane
 from service.job_events import JobEvents
 from service.job_gauges import JobGauges
@@ -18,6 +18,7 @@ from service.poller import Poller
 from service.predictor import Predictor
 from service.repository import Repository
 from service.sequence_router import PeerRouter, PeerServer
+from training.store_settings import open_store
 
 
 @dataclass
@@ -25,6 +26,7 @@ class Components:
     """What the routes reach through service/deps.py (as `app.state.components`)."""
 
     settings: Settings
+    store: model_store.Store
     dataplane: DataPlane
     repository: Repository
     poller: Poller
@@ -40,12 +42,12 @@ class Components:
 
         With `peers` (one worker of several), sequence steps go through a PeerRouter to the worker that owns
         the sequence, and this worker listens for the steps forwarded to it; alone, there is no router at all."""
-        store = model_store.ModelStore(settings.store_dir)
+        jobs = await asyncio.to_thread(JobStore, job_folder(settings))
+        store = await asyncio.to_thread(open_store, settings)  # a database-backed one migrates its schema first
         predictor = Predictor(
             store, settings.version_cache, settings.runtime, settings.onnx_threads, settings.onnx_max_elements
         )
-        poller = Poller(predictor, settings.poll_interval)
-        jobs = await asyncio.to_thread(JobStore, settings.store_dir)
+        poller = Poller(predictor, settings.poll_interval, store.changes())
         dataplane = DataPlane(settings, store, predictor)
         peer_server = None
         if peers is not None:
@@ -60,6 +62,7 @@ class Components:
             await peer_server.start()
         return cls(
             settings=settings,
+            store=store,
             dataplane=dataplane,
             repository=Repository(store, predictor, poller.refresh),
             poller=poller,
@@ -83,3 +86,4 @@ class Components:
             await self.peer_server.close()
             await self.peer_server.router.close()
         await self.dataplane.close()
+        await asyncio.to_thread(self.store.close)

@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from training.memory import DEFAULT_BUDGET_MB
 from training.settings_cli import flags_of
+from training.store_settings import StoreSettings
 
 MIB = 1024 * 1024
 # RLIMIT_DATA above the memory budget: a run estimated just under the budget needs its peak RSS (the
@@ -17,19 +18,13 @@ MIB = 1024 * 1024
 JOB_MEMORY_HEADROOM_MB = 512
 
 
-class Settings(BaseSettings):
+class Settings(StoreSettings):
     """Every knob of lstm-serve. Each field is an environment variable, LSTM_<FIELD NAME>, and (but the token) an
-    lstm-serve flag generated from the field (service/__main__.py, training/settings_cli.py)."""
+    lstm-serve flag generated from the field (service/__main__.py, training/settings_cli.py). The store's
+    settings (where it is, the database, S3's limits) are StoreSettings', shared with lstm-train."""
 
     model_config = SettingsConfigDict(env_prefix="LSTM_", extra="ignore")
 
-    store_dir: Path = Field(Path("model-store"), description="the model store folder (shared by all workers)")
-    database_url: str | None = Field(
-        None,
-        description="unset: SQLite in the store folder (the embedded default); postgresql://...: versions, aliases "
-        "and training jobs are rows in PostgreSQL (docs/scale-out.md); keep its password in PGPASSWORD or "
-        "~/.pgpass rather than in the URL",
-    )
     host: str = Field("127.0.0.1", description="address to bind; 0.0.0.0 to listen on every interface")
     port: int = Field(8000, ge=0, le=65535, description="TCP port")
     workers: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = Field(
@@ -231,6 +226,20 @@ class Settings(BaseSettings):
         if token is not None and not token.get_secret_value().strip():
             raise ValueError("LSTM_API_TOKEN is set but empty; unset it (loopback-only management) or set a secret")
         return token
+
+
+S3_JOBS = (
+    "an s3:// store keeps its jobs in PostgreSQL, and this lstm-serve has no PostgreSQL job queue: serve an s3:// "
+    "store from a build that has one, or keep the store in a folder"
+)
+
+
+def job_folder(settings: Settings) -> Path:
+    """The folder of the SQLite job queue: the store's own (ValueError for a store that is not a folder)."""
+    folder = settings.store_folder
+    if folder is None:
+        raise ValueError(S3_JOBS)
+    return folder
 
 
 # The command line of lstm-serve and lstm-worker: every setting is a flag (--store for store_dir, as

@@ -73,7 +73,7 @@ def parse_version(raw: str) -> int | str:
 class DataPlane:
     """Runs the store's models for requests, says what they are, and whether this worker can answer."""
 
-    def __init__(self, settings: Settings, store: model_store.ModelStore, predictor: Predictor) -> None:
+    def __init__(self, settings: Settings, store: model_store.Store, predictor: Predictor) -> None:
         self.settings = settings
         self.store = store
         self.predictor = predictor
@@ -127,9 +127,11 @@ class DataPlane:
         return {name: served.version for name, served in self.predictor.serving().items()}
 
     def not_ready_message(self) -> str:
+        database = " --database-url ..." if self.settings.database_url else ""  # the URL may hold a password
         return (
-            f"no model is loaded: the store at {self.settings.store_dir} has no model yet; train one with "
-            f"`lstm-train --store {self.settings.store_dir}` (or POST /train) and it is served within "
+            f"no model is loaded: the store at {self.store.describe()} has no model yet; train one with "
+            f"`lstm-train --store {self.settings.store_dir}{database}`"
+            " (or POST /train) and it is served within "
             f"{self.settings.poll_interval:g} s"
         )
 

@@ -47,7 +47,7 @@ def import_command(
     return [
         "nice", "-n", str(settings.job_nice),
         sys.executable, "-m", "training", "import", str(path),
-        "--store", str(settings.store_dir),
+        *settings.store_flags(),
         "--model", name,
         "--format", fmt,
         "--promote", promote,

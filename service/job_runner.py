@@ -23,7 +23,7 @@ import resource
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,15 +121,22 @@ def exit_reason(returncode: int | None, stderr_text: str) -> str:
 
 
 def training_command(
-    job: Job, store_dir: Path, torch_threads: int, dataset_path: Path | None, memory_budget_mb: float = 0.0
+    job: Job,
+    store_dir: str,
+    torch_threads: int,
+    dataset_path: Path | None,
+    memory_budget_mb: float = 0.0,
+    reach_flags: Sequence[str] = (),
 ) -> list[str]:
-    """The lstm-train invocation for `job` (flags only: the child's environment holds no LSTM_ settings)."""
+    """The lstm-train invocation for `job` (flags only: the child's environment holds no LSTM_ settings);
+    `reach_flags` are the database and S3 settings of a store that is not a folder (StoreSettings.reach_flags)."""
     command = [
         sys.executable,
         "-m",
         "training",
         "--store",
-        str(store_dir),
+        store_dir,
+        *reach_flags,
         "--model",
         job.model,
         "--preset",
@@ -155,10 +162,11 @@ class JobRunner:
     """Claims jobs, supervises their processes, records what happened; one per lstm-serve."""
 
     jobs: JobQueue
-    store_dir: Path
+    store_dir: str  # the store's location (a folder, or s3://...)
     settings: RunnerSettings
     on_success: Callable[[], Awaitable[None]]
     on_change: Callable[[str], None] = lambda job_id: None  # a job's row changed (progress, outcome)
+    reach_flags: Sequence[str] = ()  # how the children reach a store that is not a folder (its database, S3)
     owner: str = field(default_factory=this_owner)
     _running: dict[str, asyncio.subprocess.Process] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -218,6 +226,7 @@ class JobRunner:
             self.settings.torch_threads,
             dataset if job.dataset is not None else None,
             self.settings.memory_budget_mb,
+            self.reach_flags,
         )
         environment = child_environment()
         result: dict[str, Any] | None = None
@@ -342,7 +351,14 @@ async def run_jobs(
     events = JobEvents(jobs)
     runner = None
     if settings.job_runner:
-        runner = JobRunner(jobs, settings.store_dir, RunnerSettings.from_settings(settings), on_success, events.notify)
+        runner = JobRunner(
+            jobs,
+            settings.store_dir,
+            RunnerSettings.from_settings(settings),
+            on_success,
+            events.notify,
+            reach_flags=settings.reach_flags(),
+        )
     try:
         if runner is None:
             await recover(jobs, settings.job_heartbeat_timeout)

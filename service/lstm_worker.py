@@ -16,18 +16,21 @@ import sys
 from collections.abc import Sequence
 
 from service.config import FLAGS as SERVE_FLAGS
-from service.config import Settings
+from service.config import Settings, job_folder
 from service.job_runner import JobRunner, RunnerSettings, running
 from service.jobs import JobStore
 from service.logs import configure
 from training.settings_cli import add_flags, settings_from
+from training.store_settings import StoreSettings
 
 log = logging.getLogger("service.lstm_worker")
-# lstm-serve's flags that a runner uses: the store, the jobs' settings and the log's.
+# lstm-serve's flags that a runner uses: the store's (where it is, its database, S3's limits), the jobs' settings
+# and the log's.
 FLAGS = [
     flag
     for flag in SERVE_FLAGS
-    if flag.field != "job_runner" and (flag.field == "store_dir" or flag.field.startswith(("job_", "log_")))
+    if flag.field != "job_runner"
+    and (flag.field in StoreSettings.model_fields or flag.field.startswith(("job_", "log_")))
 ]
 
 
@@ -51,8 +54,10 @@ async def _nothing() -> None:
 
 async def run(settings: Settings) -> int:
     """Run jobs until SIGTERM or SIGINT; 0 once the runner has stopped and recorded its jobs."""
-    jobs = await asyncio.to_thread(JobStore, settings.store_dir)
-    runner = JobRunner(jobs, settings.store_dir, RunnerSettings.from_settings(settings), _nothing)
+    jobs = await asyncio.to_thread(JobStore, job_folder(settings))
+    runner = JobRunner(
+        jobs, settings.store_dir, RunnerSettings.from_settings(settings), _nothing, reach_flags=settings.reach_flags()
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -75,6 +80,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     else:
         settings = settings_from(Settings, parser, args, FLAGS)  # a bad value: exit 2
+    try:
+        job_folder(settings)
+    except ValueError as exc:
+        print(f"lstm-worker: error: {exc}", file=sys.stderr)
+        return 2
     try:
         configure(settings.log_level, settings.log_format)
     except ValueError as exc:  # logging names no such level

@@ -111,7 +111,7 @@ class Predictor:
 
     def __init__(
         self,
-        store: model_store.ModelStore,
+        store: model_store.Store,
         version_cache: int = 4,
         runtime: runtimes.RuntimeChoice = "auto",
         onnx_threads: int = 1,

@@ -36,9 +36,7 @@ log = logging.getLogger("service.models")
 class Repository:
     """The store's models as this worker sees them, and the changes a manager makes to them."""
 
-    def __init__(
-        self, store: model_store.ModelStore, predictor: Predictor, refresh: Callable[[], Awaitable[None]]
-    ) -> None:
+    def __init__(self, store: model_store.Store, predictor: Predictor, refresh: Callable[[], Awaitable[None]]) -> None:
         self.store = store
         self.predictor = predictor
         self._refresh = refresh

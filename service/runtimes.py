@@ -150,7 +150,7 @@ def _verify(runtime: OnnxRuntime, reference: TorchScriptRuntime, manifest: model
 
 
 def _onnx(
-    store: model_store.ModelStore,
+    store: model_store.Store,
     manifest: model_store.Manifest,
     reference: TorchScriptRuntime,
     threads: int,
@@ -174,7 +174,7 @@ def _onnx(
 
 
 def choose(
-    store: model_store.ModelStore,
+    store: model_store.Store,
     loaded: model_store.LoadedModel,
     choice: RuntimeChoice,
     threads: int = 1,

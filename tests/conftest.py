@@ -65,7 +65,7 @@ def tiny_module(
 
 
 def save_tiny(
-    store: model_store.ModelStore,
+    store: model_store.Store,
     name: str = "lstm",
     seed: int = 0,
     stateful: bool = False,

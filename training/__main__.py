@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from pydantic import Field, create_model
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 from tqdm import tqdm
 
 import model_store
@@ -39,14 +39,14 @@ from training.settings_cli import (
     number_text,
     settings_from,
 )
+from training.store_settings import StoreSettings, open_store
 from training.train import Promote, TrainingError, TrainResult, run
 
-DEFAULT_STORE = "model-store"
 # How torch reports an allocation that failed (under the job runner's memory limit, or a full machine).
 OUT_OF_MEMORY = ("can't allocate memory", "Cannot allocate memory", "DefaultCPUAllocator")
 
 
-class TrainSettings(BaseSettings):
+class TrainSettings(StoreSettings):
     """lstm-train's own options; each is a flag (settings_cli) and an LSTM_ environment twin.
 
     The field names are the twins' (LSTM_STORE_DIR, as for lstm-serve; LSTM_TRAIN_TORCH_THREADS and
@@ -57,7 +57,6 @@ class TrainSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LSTM_", extra="ignore")
 
     preset: PresetName = Field("robust", description="the preset the hyper-parameters start from")
-    store_dir: Path = Field(Path(DEFAULT_STORE), description="store folder (the same variable as lstm-serve's)")
     model: str = Field("lstm", description="model name")
     promote: Promote = Field(
         "if_better",
@@ -218,6 +217,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return argparse.Namespace(**{flag.dest: getattr(settings, flag.field) for flag in FLAGS})
 
 
+def settings_of(args: argparse.Namespace) -> StoreSettings:
+    """The store's settings among the parsed flags (already checked by parse_args)."""
+    return StoreSettings(
+        store_dir=args.store,
+        database_url=args.database_url,
+        cache_dir=args.cache_dir,
+        database_pool_size=args.database_pool_size,
+        s3_connect_timeout=args.s3_connect_timeout,
+        s3_read_timeout=args.s3_read_timeout,
+        s3_attempts=args.s3_attempts,
+    )
+
+
 def memory_limit() -> str:
     """This process's data-size limit, as the job runner sets it, for an out-of-memory message."""
     soft, _ = resource.getrlimit(resource.RLIMIT_DATA)
@@ -277,7 +289,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ParamError, model_store.InvalidNameError, DatasetError, MemoryBudgetError) as exc:
         return fail(str(exc), 2)
     apply_torch_threads(args)
-    store = model_store.ModelStore(args.store)
+    try:
+        store = open_store(settings_of(args))
+    except ValueError as exc:
+        return fail(str(exc), 2)
+    except model_store.StoreError as exc:
+        return fail(str(exc), 1)
     bar = tqdm(
         total=config.max_epochs,
         unit="epoch",
@@ -314,13 +331,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     bar.close()
     summary = summarize(result)
     if args.report is not None:
-        args.report.write_bytes(store.version_file(args.model, result.manifest.version, "report.png").read_bytes())
+        args.report.write_bytes(store.read_version_file(args.model, result.manifest.version, "report.png"))
     if machine:
         JsonLines.emit("result", **summary, metrics=result.manifest.metrics)
     elif args.json:
         print(json.dumps(summary))
     else:
-        print(f"registered {summary['model']} version {summary['version']} in {store.root}")
+        print(f"registered {summary['model']} version {summary['version']} in {store.describe()}")
         for key, value in summary.items():
             if key not in ("model", "version"):
                 print(f"  {key}: {value}")

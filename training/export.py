@@ -130,7 +130,7 @@ def eager_of(module: model_store.ScriptModule) -> tuple[LSTMRegressor, ModelConf
 
 
 def export_version(
-    store: model_store.ModelStore, name: str, version: int | str | None, seed: int = 0
+    store: model_store.Store, name: str, version: int | str | None, seed: int = 0
 ) -> model_store.Manifest:
     """Give a published version its ONNX files, exported from its verified checkpoint's weights (which stay as they
     are); parity-checked against that TorchScript module. Returns the rewritten manifest; the entry's `error` says

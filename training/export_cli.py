@@ -12,23 +12,22 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 import model_store
 from training.settings_cli import Switch, add_flags, flags_of, settings_from
+from training.store_settings import StoreSettings, open_store
 
 COMMAND_NAME = "export"
 
 
-class ExportSettings(BaseSettings):
+class ExportSettings(StoreSettings):
     """lstm-train export's options (LSTM_STORE_DIR, LSTM_MODEL as lstm-train's; LSTM_EXPORT_VERSION)."""
 
     model_config = SettingsConfigDict(env_prefix="LSTM_", extra="ignore")
 
-    store_dir: Path = Field(Path("model-store"), description="store folder (the same variable as lstm-serve's)")
     model: str = Field("lstm", description="model name")
     export_version: str | None = Field(
         None, description="the version to export: a number or an alias; unset: the serving version"
@@ -56,7 +55,14 @@ def main(argv: Sequence[str]) -> int:
     settings = settings_from(ExportSettings, parser, parser.parse_args(argv), FLAGS)
     from training.export import OnnxParityError, export_version  # torch loads after the flags are checked
 
-    store = model_store.ModelStore(settings.store_dir)
+    try:
+        store = open_store(settings)
+    except ValueError as exc:
+        print(f"lstm-train export: error: {exc}", file=sys.stderr)
+        return 2
+    except model_store.StoreError as exc:
+        print(f"lstm-train export: error: {exc}", file=sys.stderr)
+        return 1
     try:
         manifest = export_version(store, settings.model, settings.export_version)
     except (model_store.StoreError, OSError, ValueError, OnnxParityError) as exc:
@@ -68,7 +74,7 @@ def main(argv: Sequence[str]) -> int:
         print(json.dumps({"model": manifest.name, "version": manifest.version, "onnx": entry.to_dict()}))
     elif entry.error is None or entry.file is not None:
         files = ", ".join(sorted(entry.checksums()))
-        print(f"exported {manifest.name} version {manifest.version} to {files} in {store.root}")
+        print(f"exported {manifest.name} version {manifest.version} to {files} in {store.describe()}")
         print(f"  parity_max_abs_diff: {entry.parity_max_abs_diff:.3g}")
     if entry.error is not None:
         print(f"lstm-train export: {entry.error} (recorded in the manifest)", file=sys.stderr)

@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 import model_store
 from training.settings_cli import Switch, add_flags, flags_of, settings_from
+from training.store_settings import StoreSettings, open_store
 
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024  # lstm-serve's LSTM_IMPORT_MAX_BYTES default too
 
@@ -28,12 +29,11 @@ CHECK_FAILED = 3
 PromoteChoice = Literal["never", "if_better", "always"]
 
 
-class ImportSettings(BaseSettings):
+class ImportSettings(StoreSettings):
     """lstm-train import's options (LSTM_STORE_DIR, LSTM_MODEL as lstm-train's; LSTM_IMPORT_*)."""
 
     model_config = SettingsConfigDict(env_prefix="LSTM_", extra="ignore")
 
-    store_dir: Path = Field(Path("model-store"), description="store folder (the same variable as lstm-serve's)")
     model: str = Field("lstm", description="model name")
     import_format: Literal["auto", "torchscript", "onnx"] = Field(
         "auto", description="the file's format; auto: a zip archive is TorchScript, anything else ONNX"
@@ -99,7 +99,12 @@ def main(argv: Sequence[str]) -> int:
         return report({"error": f"cannot read {args.file}: {exc.strerror}"}, 1)
     fmt = None if settings.import_format == "auto" else settings.import_format
     source = settings.import_source or str(args.file.name)
-    store = model_store.ModelStore(settings.store_dir)
+    try:
+        store = open_store(settings)
+    except ValueError as exc:
+        return report({"error": str(exc)}, 2)
+    except model_store.StoreError as exc:
+        return report({"error": str(exc)}, 1)
     try:
         result = import_model(
             store, settings.model, data, fmt, source, settings.import_promote, settings.import_max_bytes
@@ -124,7 +129,7 @@ def main(argv: Sequence[str]) -> int:
             )
         )
     else:
-        print(f"imported {args.file} as {manifest.name} version {manifest.version} in {store.root}")
+        print(f"imported {args.file} as {manifest.name} version {manifest.version} in {store.describe()}")
         print(
             f"  worst_mse: {manifest.metrics['worst_mse']:.3g}  promoted: {result.promoted} ({result.promotion_reason})"
         )

@@ -59,7 +59,7 @@ def _sequence(module: model_store.ScriptModule) -> model_store.SequenceSupport |
 
 
 def import_model(
-    store: model_store.ModelStore,
+    store: model_store.Store,
     name: str,
     data: bytes,
     fmt: ImportFormat | None = None,

@@ -214,7 +214,7 @@ def score(model: Model, dataset: Dataset | None) -> tuple[str, float]:
 
 
 def decide_promotion(
-    store: model_store.ModelStore, name: str, candidate: Model, dataset: Dataset | None, policy: Promote
+    store: model_store.Store, name: str, candidate: Model, dataset: Dataset | None, policy: Promote
 ) -> tuple[bool, str]:
     """Whether to promote `candidate`, and the numbers that decided it.
 
@@ -257,7 +257,7 @@ def describe_data(config: TrainConfig, dataset: Dataset | None) -> dict[str, Any
 
 def run(
     config: TrainConfig,
-    store: model_store.ModelStore,
+    store: model_store.Store,
     name: str = "lstm",
     promote: Promote = "never",
     on_epoch: ProgressCallback | None = None,
