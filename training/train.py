@@ -213,6 +213,20 @@ def score(model: Model, dataset: Dataset | None) -> tuple[str, float]:
     return DATASET_METRIC, float(((model(dataset.test_x) - dataset.test_y) ** 2).mean())
 
 
+def _servable(store: model_store.ModelStore, name: str, version: int) -> Model:
+    """A published version as a Model: its TorchScript module, or an imported ONNX model's file in ONNX Runtime."""
+    manifest = store.manifest(name, version)
+    if manifest.has_checkpoint or manifest.onnx is None or manifest.onnx.file is None:
+        return store.load(name, version).module
+    data = store.read_checked(name, version, manifest.onnx.file, manifest.onnx.sha256 or "")
+    session = model_store.onnx_runtime.OnnxSession(data)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(x.to(torch.float32).numpy())[0])  # (seq, batch, 1) float32
+
+    return forward
+
+
 def decide_promotion(
     store: model_store.ModelStore, name: str, candidate: Model, dataset: Dataset | None, policy: Promote
 ) -> tuple[bool, str]:
@@ -230,7 +244,7 @@ def decide_promotion(
     except model_store.ModelNotFoundError:
         return True, "no serving version yet"
     try:
-        incumbent = store.load(name, current).module
+        incumbent = _servable(store, name, current)
     except model_store.StoreError as exc:
         return True, f"serving version {current} cannot be loaded ({exc})"
     metric, new = score(candidate, dataset)
