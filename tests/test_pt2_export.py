@@ -10,9 +10,10 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from torch import nn
 
 import model_store
-from model_store import pt2_export
+from model_store import onnx_runtime, pt2_export
 from tests.conftest import save_tiny, tiny_module
 from training import preset, run
 from training.export import ONNX_PARITY_TOLERANCE, PT2_SKIPPED, eager_of, export_version, pt2_files
@@ -135,3 +136,36 @@ def test_a_manifest_written_before_pt2_still_loads(store: model_store.ModelStore
     path.write_text(json.dumps(raw))
     assert store.manifest("lstm", manifest.version).pt2 is None
     assert store.load("lstm").manifest.sha256 == manifest.sha256
+
+
+@pytest.fixture(scope="module")
+def every_format(tmp_path_factory: pytest.TempPathFactory) -> tuple[nn.Module, dict[str, Callable[..., Any]]]:
+    """One published version's forward in every format it holds: eager, TorchScript, ONNX Runtime and `.pt2`."""
+    store = model_store.ModelStore(tmp_path_factory.mktemp("formats") / "store")
+    save_tiny(store, seed=9, hidden_size=HIDDEN, num_layers=LAYERS, stateful=True)
+    manifest = export_version(store, "lstm", 1)
+    assert manifest.onnx is not None and manifest.pt2 is not None
+    module = store.load("lstm", 1).module
+    eager, _ = eager_of(module)
+    onnx = onnx_runtime.load(store.read_checked("lstm", 1, "model.onnx", manifest.onnx.sha256 or ""))
+    pt2 = pt2_export.load(store.read_checked("lstm", 1, "model.pt2", manifest.pt2.sha256 or ""))
+    return eager, {
+        "torchscript": module,
+        "onnx": lambda x: torch.from_numpy(onnx.run(x.numpy())[0]),
+        "pt2": pt2,
+    }
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seq=st.integers(1, 800), batch=st.integers(1, 24), seed=st.integers(0, 2**16))
+def test_every_format_of_a_version_answers_like_the_eager_model(
+    every_format: tuple[nn.Module, dict[str, Callable[..., Any]]], seq: int, batch: int, seed: int
+) -> None:
+    eager, formats = every_format
+    x = torch.randn(seq, batch, 1, generator=torch.Generator().manual_seed(seed))  # (seq, batch, 1)
+    with torch.inference_mode():
+        want = eager(x)
+        for name, forward in formats.items():
+            got = forward(x)
+            assert tuple(got.shape) == (seq, batch, 1), name
+            assert float((got - want).abs().max()) <= ONNX_PARITY_TOLERANCE, name
