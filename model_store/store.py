@@ -395,7 +395,8 @@ class ModelStore:
         return aliases[ref]
 
     def load(self, name: str, ref: int | str | None = None) -> LoadedModel:
-        """Load a version after checking its checkpoint against the manifest's sha256."""
+        """Load a version after checking its checkpoint against the manifest's sha256; IntegrityError for a version
+        without one (an imported ONNX model: read its file with `read_checked`)."""
         version = self.resolve(name, ref)
         manifest = self.manifest(name, version)
         if not manifest.has_checkpoint:
@@ -466,7 +467,7 @@ class ModelStore:
             _check_extra_name(filename)
         _check_onnx_files(onnx, extra)
         _check_onnx_files(pt2, extra)
-        if module is None and (onnx is None or onnx.sha256 is None or sequence is not None):
+        if module is None and (onnx is None or onnx.file is None or onnx.sha256 is None or sequence is not None):
             raise ValueError("a version without a TorchScript checkpoint needs its ONNX file, and carries no sequence")
         with storage_errors(f"saving a version of {name!r}"):
             return self._save(name, module, inputs, outputs, params, metrics, data, extra, sequence, onnx, pt2)

@@ -220,3 +220,21 @@ def test_a_served_onnx_import_matches_the_eager_model_at_any_shape(
     y = runtime(x)
     assert y.shape == (seq, batch, 1) and y.dtype == np.float32
     assert float(np.abs(y - in_process(model, x)).max()) <= 1e-5
+
+
+def test_the_store_publishes_a_version_without_a_checkpoint_only_with_its_onnx_file(
+    store: model_store.ModelStore,
+) -> None:
+    specs = {"inputs": (model_store.sequence_spec("input", 1),), "outputs": (model_store.sequence_spec("output", 1),)}
+    with pytest.raises(ValueError, match="needs its ONNX file"):
+        store.save("ext", None, **specs)  # type: ignore[arg-type]
+    data = onnx_file(eager(8))
+    entry = model_store.OnnxExport(file="model.onnx", sha256=model_store.sha256_hex(data), exporter="imported")
+    with pytest.raises(ValueError, match="not among the files given"):
+        store.save("ext", None, onnx=entry, **specs)  # type: ignore[arg-type]
+    manifest = store.save("ext", None, onnx=entry, extra_files={"model.onnx": data}, **specs)  # type: ignore[arg-type]
+    assert manifest.format == "onnx" and not manifest.has_checkpoint and manifest.sha256 == entry.sha256
+    assert manifest.files == ("manifest.json", "model.onnx")
+    assert not (store.root / "ext" / "versions" / "1" / "model.pt").exists()
+    with pytest.raises(model_store.IntegrityError, match="no TorchScript checkpoint"):
+        store.load("ext", 1)
