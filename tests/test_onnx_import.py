@@ -238,3 +238,30 @@ def test_the_store_publishes_a_version_without_a_checkpoint_only_with_its_onnx_f
     assert not (store.root / "ext" / "versions" / "1" / "model.pt").exists()
     with pytest.raises(model_store.IntegrityError, match="no TorchScript checkpoint"):
         store.load("ext", 1)
+
+
+def test_an_onnx_file_whose_weights_point_at_files_is_refused(
+    tmp_path: Path, store: model_store.ModelStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ONNX initializer may name "external data": a file to read its bytes from. An upload must never make the
+    server read its files into a model, relative or absolute; ONNX Runtime refuses external data in a model given
+    as bytes, and the import says which check failed."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    (tmp_path / "secret").write_bytes(b"ABCD")
+    monkeypatch.chdir(tmp_path)
+    for location in ("secret", str(tmp_path / "secret"), "../" * 8 + "etc/hostname"):
+        weight = numpy_helper.from_array(np.zeros((1,), np.float32), "w")
+        weight.ClearField("raw_data")
+        weight.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", location), ("offset", "0"), ("length", "4")):
+            entry = weight.external_data.add()
+            entry.key, entry.value = key, value
+        x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["seq", "batch", 1])
+        y = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["seq", "batch", 1])
+        graph = helper.make_graph([helper.make_node("Add", ["input", "w"], ["output"])], "g", [x], [y], [weight])
+        data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+        with pytest.raises(ImportCheckError) as raised:
+            import_model(store, "ext", data)
+        assert raised.value.check == "format", location
+    nothing_registered(store)
