@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +15,8 @@ from torch import nn
 
 import model_store
 from model_store import onnx_runtime, pt2_export
+from service.job_runner import child_environment, training_command
+from service.jobs import Job
 from tests.conftest import save_tiny, tiny_module
 from training import preset, run
 from training.export import ONNX_PARITY_TOLERANCE, PT2_SKIPPED, eager_of, export_version, pt2_files
@@ -169,3 +172,24 @@ def test_every_format_of_a_version_answers_like_the_eager_model(
             got = forward(x)
             assert tuple(got.shape) == (seq, batch, 1), name
             assert float((got - want).abs().max()) <= ONNX_PARITY_TOLERANCE, name
+
+
+@pytest.mark.parametrize("pt2", [True, False])
+def test_a_training_job_exports_the_pt2_files_unless_lstm_job_pt2_is_false(
+    store: model_store.ModelStore, pt2: bool
+) -> None:
+    job = Job(
+        id="j1", status="running", created_at=0.0, started_at=0.0, finished_at=None, model="lstm", preset="tutorial",
+        promote="never", params={"hidden_size": 4, "max_epochs": 3}, dataset=None, epoch=0, max_epochs=3, loss=None,
+        result=None, error=None, owner=None, cancel_requested=False,
+    )  # fmt: skip
+    command = training_command(job, store.root, torch_threads=1, dataset_path=None, pt2=pt2)
+    # The child's environment, as the job runner gives it: no LSTM_ settings (so not the suite's LSTM_NO_PT2).
+    done = subprocess.run(command, env=child_environment(), capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr
+    manifest = store.manifest("lstm", 1)
+    assert manifest.pt2 is not None
+    if pt2:
+        assert manifest.pt2.error is None and {"model.pt2", "model_state.pt2"} <= set(manifest.files)
+    else:
+        assert manifest.pt2.error == PT2_SKIPPED and "model.pt2" not in manifest.files
