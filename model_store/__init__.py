@@ -1,6 +1,6 @@
 """The versioned model store: named models, immutable versions, aliases, verified TorchScript and ONNX files."""
 
-from model_store import onnx_runtime
+from model_store import onnx_runtime, pt2_export
 from model_store.cpu import CpuBudget, cpu_budget, idle_cores, training_threads
 from model_store.errors import (
     DamagedModelError,
@@ -16,7 +16,15 @@ from model_store.errors import (
     storage_error,
 )
 from model_store.locations import Store, folder_of, is_s3, open_store
-from model_store.manifest import Manifest, OnnxExport, SequenceSupport, TensorSpec, sequence_spec
+from model_store.manifest import (
+    ExportedFiles,
+    Manifest,
+    OnnxExport,
+    Pt2Export,
+    SequenceSupport,
+    TensorSpec,
+    sequence_spec,
+)
 from model_store.names import MAX_VERSION, NAME_PATTERN, check_name, check_version, is_version_text
 from model_store.store import PRODUCTION, LoadedModel, ModelReport, ModelStore, Scan, sha256_hex
 from model_store.torchscript import ScriptModule, export_method, from_bytes, has_method, script, to_bytes
@@ -28,6 +36,7 @@ __all__ = [
     "CpuBudget",
     "DamagedModelError",
     "DamagedVersionError",
+    "ExportedFiles",
     "IntegrityError",
     "InvalidNameError",
     "LoadedModel",
@@ -36,6 +45,7 @@ __all__ = [
     "ModelReport",
     "ModelStore",
     "OnnxExport",
+    "Pt2Export",
     "Scan",
     "ScriptModule",
     "SequenceSupport",
@@ -58,6 +68,7 @@ __all__ = [
     "is_version_text",
     "onnx_runtime",
     "open_store",
+    "pt2_export",
     "script",
     "sequence_spec",
     "sha256_hex",

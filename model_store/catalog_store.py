@@ -43,7 +43,17 @@ from model_store.errors import (
     VersionInUseError,
     VersionNotFoundError,
 )
-from model_store.manifest import CHECKPOINT_FILE, MANIFEST_FILE, Manifest, OnnxExport, SequenceSupport, TensorSpec
+from model_store.manifest import (
+    CHECKPOINT_FILE,
+    FORMAT,
+    MANIFEST_FILE,
+    ONNX_FORMAT,
+    Manifest,
+    OnnxExport,
+    Pt2Export,
+    SequenceSupport,
+    TensorSpec,
+)
 from model_store.names import check_name, check_version, is_version_text
 from model_store.postgres import CONNECT_TIMEOUT_SECONDS, database_errors, migrate, migrations_in, redacted
 from model_store.store import (
@@ -51,10 +61,11 @@ from model_store.store import (
     LoadedModel,
     ModelReport,
     Scan,
-    check_extra_name,
-    check_onnx_files,
+    check_new_files,
+    no_checkpoint,
     plain_name,
     sha256_hex,
+    with_exports,
 )
 
 COMPONENT = "catalog"
@@ -254,6 +265,8 @@ class CatalogStore:
         """Load a version after checking its checkpoint against the manifest's sha256."""
         version = self.resolve(name, ref)
         manifest = self.manifest(name, version)
+        if not manifest.has_checkpoint:
+            raise IntegrityError(no_checkpoint(name, version))
         data = self._object(name, version, CHECKPOINT_FILE, manifest.sha256)
         try:
             module = torchscript.from_bytes(data)
@@ -280,7 +293,7 @@ class CatalogStore:
     def save(
         self,
         name: str,
-        module: torchscript.ScriptModule,
+        module: torchscript.ScriptModule | None,
         *,
         inputs: tuple[TensorSpec, ...],
         outputs: tuple[TensorSpec, ...],
@@ -290,30 +303,34 @@ class CatalogStore:
         extra_files: Mapping[str, bytes] | None = None,
         sequence: SequenceSupport | None = None,
         onnx: OnnxExport | None = None,
+        pt2: Pt2Export | None = None,
     ) -> Manifest:
-        """Publish a new version of `name` whole, or not at all: its objects, then its rows in one transaction."""
+        """Publish a new version of `name` whole, or not at all: its objects, then its rows in one transaction.
+        `module` None publishes an imported ONNX model without a checkpoint (`onnx` names its file)."""
         check_name(name)
         extra = dict(extra_files or {})
-        for filename in extra:
-            check_extra_name(filename)
-        check_onnx_files(onnx, extra)
-        checkpoint = torchscript.to_bytes(module)
-        files = {CHECKPOINT_FILE: checkpoint, **extra}
+        check_new_files(module is not None, extra, onnx, pt2, sequence)
+        checkpoint = {} if module is None else {CHECKPOINT_FILE: torchscript.to_bytes(module)}
+        files = {**checkpoint, **extra}
         digests = self._upload(files)
+        main_file = CHECKPOINT_FILE if module is not None else onnx.file if onnx is not None else None
+        assert main_file is not None, "check_new_files: a version without a module has its ONNX file"
         draft = Manifest(
             name=name,
             version=1,
             created_at="",
-            sha256=digests[CHECKPOINT_FILE],
+            sha256=digests[main_file],
             torch_version=torch.__version__,
             inputs=inputs,
             outputs=outputs,
             params=dict(params or {}),
             metrics=dict(metrics or {}),
             data=dict(data or {}),
-            files=(CHECKPOINT_FILE, MANIFEST_FILE, *sorted(extra)),
+            files=(*checkpoint, MANIFEST_FILE, *sorted(extra)),
+            format=FORMAT if module is not None else ONNX_FORMAT,
             sequence=sequence,
             onnx=onnx,
+            pt2=pt2,
         )
         with self._transaction(f"saving a version of {name!r}", notify=name) as conn:
             # The counter row is locked until the commit: a concurrent save of this model waits here.
@@ -343,15 +360,20 @@ class CatalogStore:
             )
 
     def add_onnx(
-        self, name: str, version: int, onnx: OnnxExport, files: Mapping[str, bytes], checkpoint: str
+        self,
+        name: str,
+        version: int,
+        onnx: OnnxExport,
+        files: Mapping[str, bytes],
+        checkpoint: str,
+        pt2: Pt2Export | None = None,
     ) -> Manifest:
-        """Give a published version ONNX files (or record why it has none), leaving its checkpoint as it is;
-        `checkpoint` is the sha256 the files were exported from, which the manifest must still name."""
+        """Give a published version ONNX files (or record why it has none), and `.pt2` files if `pt2` is given,
+        leaving its checkpoint as it is; `checkpoint` is the sha256 the files were exported from, which the
+        manifest must still name."""
         check_name(name)
         check_version(version)
-        for filename in files:
-            check_extra_name(filename)
-        check_onnx_files(onnx, dict(files))
+        check_new_files(True, dict(files), onnx, pt2, None)
         digests = self._upload(files)
         with self._transaction(f"adding ONNX files to {name!r} version {version}", notify=name) as conn:
             row = conn.execute(
@@ -365,9 +387,7 @@ class CatalogStore:
                 raise IntegrityError(
                     f"{name} version {version}'s checkpoint is {manifest.sha256}, not the {checkpoint} exported from"
                 )
-            stale = set(manifest.onnx.checksums()) - set(files) if manifest.onnx is not None else set()
-            kept = [f for f in manifest.files if f not in stale and f not in files]
-            updated = replace(manifest, files=(*kept, *sorted(files)), onnx=onnx)
+            updated, stale = with_exports(manifest, files, onnx, pt2)
             conn.execute(
                 "UPDATE catalog_versions SET manifest = %s WHERE model = %s AND version = %s",
                 (updated.to_json().decode(), name, version),

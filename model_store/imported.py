@@ -24,12 +24,13 @@ FORMATS: tuple[ImportFormat, ...] = ("torchscript", "onnx")
 # (seq, batch): seq 1, batches of 1 and more, and a long sequence.
 CHECK_SHAPES: tuple[tuple[int, int], ...] = ((1, 1), (1, 4), (7, 3), (64, 2), (1500, 1))
 CHECK_SEED = 20_261_202
-Check = Literal["size", "format", "load", "input", "output", "finite", "sequence", "servable"]
+Check = Literal["size", "format", "load", "input", "output", "finite", "sequence"]
 Forward = Callable[[np.ndarray], np.ndarray]  # (seq, batch, 1) float32 -> (seq, batch, 1) float32
 
 
 class ImportCheckError(StoreError):
-    """An imported file that failed `check` (size, format, load, input, output or finite); the message says why."""
+    """An imported file that failed `check` (size, format, load, input, output, finite or sequence); the message
+    says why."""
 
     def __init__(self, check: Check, message: str) -> None:
         self.check = check

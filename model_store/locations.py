@@ -22,7 +22,7 @@ from model_store import torchscript
 from model_store.blobs import FolderBlobs
 from model_store.change_feed import ChangeFeed
 from model_store.errors import DamagedModelError
-from model_store.manifest import Manifest, OnnxExport, SequenceSupport, TensorSpec
+from model_store.manifest import Manifest, OnnxExport, Pt2Export, SequenceSupport, TensorSpec
 from model_store.postgres import is_postgres_url
 from model_store.store import LoadedModel, ModelReport, ModelStore, Scan
 
@@ -70,7 +70,7 @@ class Store(Protocol):
     def save(
         self,
         name: str,
-        module: torchscript.ScriptModule,
+        module: torchscript.ScriptModule | None,
         *,
         inputs: tuple[TensorSpec, ...],
         outputs: tuple[TensorSpec, ...],
@@ -80,10 +80,17 @@ class Store(Protocol):
         extra_files: Mapping[str, bytes] | None = None,
         sequence: SequenceSupport | None = None,
         onnx: OnnxExport | None = None,
+        pt2: Pt2Export | None = None,
     ) -> Manifest: ...
 
     def add_onnx(
-        self, name: str, version: int, onnx: OnnxExport, files: Mapping[str, bytes], checkpoint: str
+        self,
+        name: str,
+        version: int,
+        onnx: OnnxExport,
+        files: Mapping[str, bytes],
+        checkpoint: str,
+        pt2: Pt2Export | None = None,
     ) -> Manifest: ...
 
     def set_alias(self, name: str, alias: str, version: int) -> DamagedModelError | None: ...

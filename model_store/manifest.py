@@ -5,11 +5,13 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 MANIFEST_FILE = "manifest.json"
 CHECKPOINT_FILE = "model.pt"
 FORMAT = "torchscript"
+# An imported ONNX model without model.pt: the manifest's sha256 is its ONNX file's; ONNX Runtime serves it.
+ONNX_FORMAT = "onnx"
 
 
 @dataclass(frozen=True)
@@ -60,12 +62,12 @@ class SequenceSupport:
 
 
 @dataclass(frozen=True)
-class OnnxExport:
-    """The version's ONNX files for ONNX Runtime, or why it has none (`error`, with `file` None).
+class ExportedFiles:
+    """A version's files of one optional format, or why it has none (`error`, with `file` None).
 
-    `file` runs `forward` (input -> output); `state_file` the state-carrying method (input, h0, c0 -> output, hn,
+    `file` holds `forward` (input -> output); `state_file` the state-carrying method (input, h0, c0 -> output, hn,
     cn), None when that export failed (`error` says why) or the version was exported without it. Each sha256 is
-    checked when the file is loaded; `parity_max_abs_diff` is the worst difference from the eager (or TorchScript)
+    checked when the file is read; `parity_max_abs_diff` is the worst difference from the eager (or TorchScript)
     model measured at export, over every shape tried and both files.
     """
 
@@ -81,7 +83,7 @@ class OnnxExport:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> OnnxExport:
+    def from_dict(cls, raw: dict[str, Any]) -> Self:
         def text(key: str) -> str | None:
             value = raw.get(key)
             return None if value is None else str(value)
@@ -108,13 +110,26 @@ class OnnxExport:
 
 
 @dataclass(frozen=True)
+class OnnxExport(ExportedFiles):
+    """The version's ONNX files for ONNX Runtime (model.onnx, model_state.onnx), or why it has none."""
+
+
+@dataclass(frozen=True)
+class Pt2Export(ExportedFiles):
+    """The version's torch.export ExportedPrograms (model.pt2, model_state.pt2), or why it has none; an archive
+    for what comes after TorchScript, not loaded by the service (docs/runtimes.md)."""
+
+
+@dataclass(frozen=True)
 class Manifest:
     """Everything needed to trust, serve and reproduce one version.
 
     `params` are the training hyper-parameters, `metrics` the held-out suite's numbers,
     `data` a description of the training data; all three are plain JSON objects. `sequence` is None for
     versions exported before the state-carrying method (they serve one-shot requests only). `onnx` is None for
-    versions exported before ONNX files (they are served by TorchScript; `lstm-train export` adds them).
+    versions exported before ONNX files (they are served by TorchScript; `lstm-train export` adds them). `pt2` is
+    None for versions exported before `.pt2` files (and for imported ones). `format` is "torchscript" (`sha256` is
+    model.pt's) or, for an imported ONNX model, "onnx": no model.pt, `sha256` is `onnx.sha256` (model.onnx's).
     """
 
     name: str
@@ -131,6 +146,12 @@ class Manifest:
     format: str = FORMAT
     sequence: SequenceSupport | None = None
     onnx: OnnxExport | None = None
+    pt2: Pt2Export | None = None
+
+    @property
+    def has_checkpoint(self) -> bool:
+        """Whether the version has a TorchScript checkpoint (model.pt); an imported ONNX model has none."""
+        return self.format != ONNX_FORMAT
 
     @property
     def input_size(self) -> int:
@@ -143,6 +164,7 @@ class Manifest:
         raw["files"] = list(self.files)
         raw["sequence"] = None if self.sequence is None else self.sequence.to_dict()
         raw["onnx"] = None if self.onnx is None else self.onnx.to_dict()
+        raw["pt2"] = None if self.pt2 is None else self.pt2.to_dict()
         return raw
 
     def to_json(self) -> bytes:
@@ -165,6 +187,7 @@ class Manifest:
             format=str(raw.get("format", FORMAT)),
             sequence=None if raw.get("sequence") is None else SequenceSupport.from_dict(raw["sequence"]),
             onnx=None if raw.get("onnx") is None else OnnxExport.from_dict(raw["onnx"]),
+            pt2=None if raw.get("pt2") is None else Pt2Export.from_dict(raw["pt2"]),
         )
 
     @classmethod

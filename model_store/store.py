@@ -51,7 +51,18 @@ from model_store.errors import (
     VersionNotFoundError,
     storage_errors,
 )
-from model_store.manifest import CHECKPOINT_FILE, MANIFEST_FILE, Manifest, OnnxExport, SequenceSupport, TensorSpec
+from model_store.manifest import (
+    CHECKPOINT_FILE,
+    FORMAT,
+    MANIFEST_FILE,
+    ONNX_FORMAT,
+    ExportedFiles,
+    Manifest,
+    OnnxExport,
+    Pt2Export,
+    SequenceSupport,
+    TensorSpec,
+)
 from model_store.names import check_name, check_version, is_version_text
 from model_store.safe_files import (
     NOT_A_FOLDER,
@@ -395,9 +406,12 @@ class ModelStore:
         return aliases[ref]
 
     def load(self, name: str, ref: int | str | None = None) -> LoadedModel:
-        """Load a version after checking its checkpoint against the manifest's sha256."""
+        """Load a version after checking its checkpoint against the manifest's sha256; IntegrityError for a version
+        without one (an imported ONNX model: read its file with `read_checked`)."""
         version = self.resolve(name, ref)
         manifest = self.manifest(name, version)
+        if not manifest.has_checkpoint:
+            raise IntegrityError(no_checkpoint(name, version))
         with storage_errors(f"reading the checkpoint of {name!r} version {version}"):
             try:
                 data = self._read(name, "versions", str(version), CHECKPOINT_FILE)
@@ -440,7 +454,7 @@ class ModelStore:
     def save(
         self,
         name: str,
-        module: torchscript.ScriptModule,
+        module: torchscript.ScriptModule | None,
         *,
         inputs: tuple[TensorSpec, ...],
         outputs: tuple[TensorSpec, ...],
@@ -450,21 +464,21 @@ class ModelStore:
         extra_files: Mapping[str, bytes] | None = None,
         sequence: SequenceSupport | None = None,
         onnx: OnnxExport | None = None,
+        pt2: Pt2Export | None = None,
     ) -> Manifest:
         """Publish a new version of `name` whole, or not at all; return its manifest. `sequence` says how the
-        module carries state between chunks (None: it serves one-shot requests only); `onnx` describes its ONNX
-        files, which are among `extra_files` with the checksums it gives (or why there are none)."""
+        module carries state between chunks (None: it serves one-shot requests only); `onnx` and `pt2` describe its
+        ONNX and `.pt2` files, which are among `extra_files` with the checksums they give (or why there are none).
+        `module` None publishes an ONNX model without a checkpoint (an import): `onnx` must name its file."""
         extra = dict(extra_files or {})
-        for filename in extra:
-            check_extra_name(filename)
-        check_onnx_files(onnx, extra)
+        check_new_files(module is not None, extra, onnx, pt2, sequence)
         with storage_errors(f"saving a version of {name!r}"):
-            return self._save(name, module, inputs, outputs, params, metrics, data, extra, sequence, onnx)
+            return self._save(name, module, inputs, outputs, params, metrics, data, extra, sequence, onnx, pt2)
 
     def _save(
         self,
         name: str,
-        module: torchscript.ScriptModule,
+        module: torchscript.ScriptModule | None,
         inputs: tuple[TensorSpec, ...],
         outputs: tuple[TensorSpec, ...],
         params: Mapping[str, Any] | None,
@@ -473,31 +487,38 @@ class ModelStore:
         extra: dict[str, bytes],
         sequence: SequenceSupport | None = None,
         onnx: OnnxExport | None = None,
+        pt2: Pt2Export | None = None,
     ) -> Manifest:
         model_dir = self._writable_model_dir(name)
         model_dir.mkdir(parents=True, exist_ok=True)
         self._sweep_stale(model_dir)
-        checkpoint = torchscript.to_bytes(module)
+        # Without a module (an imported ONNX model) the ONNX file is the version's model and its sha256 the manifest's.
+        checkpoint = None if module is None else torchscript.to_bytes(module)
+        digest = sha256_hex(checkpoint) if checkpoint is not None else onnx.sha256 if onnx is not None else None
+        assert digest is not None, "save checked that a version without a module has its ONNX file"
         staging = model_dir / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
         staging.mkdir()
         try:
-            _write_file(staging / CHECKPOINT_FILE, checkpoint)
+            if checkpoint is not None:
+                _write_file(staging / CHECKPOINT_FILE, checkpoint)
             for filename, content in extra.items():
                 _write_file(staging / filename, content)
             draft = Manifest(
                 name=name,
                 version=1,
                 created_at="",
-                sha256=sha256_hex(checkpoint),
+                sha256=digest,
                 torch_version=torch.__version__,
                 inputs=inputs,
                 outputs=outputs,
                 params=dict(params or {}),
                 metrics=dict(metrics or {}),
                 data=dict(data or {}),
-                files=(CHECKPOINT_FILE, MANIFEST_FILE, *sorted(extra)),
+                files=(*([CHECKPOINT_FILE] if checkpoint is not None else []), MANIFEST_FILE, *sorted(extra)),
+                format=FORMAT if checkpoint is not None else ONNX_FORMAT,
                 sequence=sequence,
                 onnx=onnx,
+                pt2=pt2,
             )
             with self._locked(name, create=True):
                 version = self._allocate(model_dir)
@@ -518,18 +539,23 @@ class ModelStore:
                 shutil.rmtree(staging, ignore_errors=True)
 
     def add_onnx(
-        self, name: str, version: int, onnx: OnnxExport, files: Mapping[str, bytes], checkpoint: str
+        self,
+        name: str,
+        version: int,
+        onnx: OnnxExport,
+        files: Mapping[str, bytes],
+        checkpoint: str,
+        pt2: Pt2Export | None = None,
     ) -> Manifest:
-        """Give a published version ONNX files (or record why it has none), leaving its checkpoint as it is.
+        """Give a published version ONNX files (or record why it has none), and `.pt2` files if `pt2` is given (else
+        it keeps those it has), leaving its checkpoint as it is.
 
         `checkpoint` is the sha256 of the checkpoint the files were exported from: the manifest must still name it.
         Under the model's lock the files are written first, each replacing any old one atomically, then the
         manifest is replaced atomically, so a reader sees the old manifest or the new one with all its files.
         """
         check_version(version)
-        for filename in files:
-            check_extra_name(filename)
-        check_onnx_files(onnx, dict(files))
+        check_new_files(True, dict(files), onnx, pt2, None)
         with storage_errors(f"adding ONNX files to {name!r} version {version}"), self._locked(name):
             manifest = self.manifest(name, version)
             if manifest.sha256 != checkpoint:
@@ -539,9 +565,7 @@ class ModelStore:
             version_dir = self._version_dir(name, version)
             for filename, content in files.items():
                 _replace_file(version_dir / filename, content)
-            stale = set(manifest.onnx.checksums()) - set(files) if manifest.onnx is not None else set()
-            kept = [f for f in manifest.files if f not in stale and f not in files]
-            updated = replace(manifest, files=(*kept, *sorted(files)), onnx=onnx)
+            updated, stale = with_exports(manifest, files, onnx, pt2)
             _replace_file(version_dir / MANIFEST_FILE, updated.to_json())
             for filename in stale:  # files an older export listed that this one does not: unlisted now, so unused
                 with contextlib.suppress(FileNotFoundError):
@@ -633,13 +657,50 @@ def check_extra_name(filename: str) -> None:
         raise ValueError(f"invalid extra file name {filename!r}")
 
 
-def check_onnx_files(onnx: OnnxExport | None, files: Mapping[str, bytes]) -> None:
-    """Every file the ONNX entry names is among `files` with the checksum the entry gives."""
-    for filename, digest in ({} if onnx is None else onnx.checksums()).items():
+def no_checkpoint(name: str, version: int) -> str:
+    """Why `load` refuses a version without a TorchScript checkpoint."""
+    return (
+        f"{name} version {version} has no TorchScript checkpoint: it is an imported ONNX model, which only "
+        "ONNX Runtime serves"
+    )
+
+
+def check_new_files(
+    has_checkpoint: bool,
+    files: Mapping[str, bytes],
+    onnx: OnnxExport | None,
+    pt2: Pt2Export | None,
+    sequence: SequenceSupport | None,
+) -> None:
+    """What every store checks before it writes a version's files (ValueError): plain names, the checksums the
+    ONNX and `.pt2` entries give, and, for a version without a checkpoint, the ONNX file that replaces it."""
+    for filename in files:
+        check_extra_name(filename)
+    check_onnx_files(onnx, files)
+    check_onnx_files(pt2, files)
+    if not has_checkpoint and (onnx is None or onnx.file is None or onnx.sha256 is None or sequence is not None):
+        raise ValueError("a version without a TorchScript checkpoint needs its ONNX file, and carries no sequence")
+
+
+def with_exports(
+    manifest: Manifest, files: Mapping[str, bytes], onnx: OnnxExport, pt2: Pt2Export | None
+) -> tuple[Manifest, set[str]]:
+    """`manifest` with the exported `files` of a re-export (`pt2` None keeps the `.pt2` files it has), and the
+    files it listed that the new one does not (unused from then on)."""
+    replaced = [manifest.onnx, manifest.pt2 if pt2 is not None else None]
+    stale = {f for entry in replaced if entry is not None for f in entry.checksums()} - set(files)
+    kept = [f for f in manifest.files if f not in stale and f not in files]
+    return replace(manifest, files=(*kept, *sorted(files)), onnx=onnx, pt2=pt2 or manifest.pt2), stale
+
+
+def check_onnx_files(entry: ExportedFiles | None, files: Mapping[str, bytes]) -> None:
+    """Every file the ONNX (or `.pt2`) entry names is among `files` with the checksum the entry gives."""
+    kind = "ONNX" if not isinstance(entry, Pt2Export) else ".pt2"
+    for filename, digest in ({} if entry is None else entry.checksums()).items():
         if filename not in files:
-            raise ValueError(f"the ONNX entry names {filename!r}, which is not among the files given")
+            raise ValueError(f"the {kind} entry names {filename!r}, which is not among the files given")
         if sha256_hex(files[filename]) != digest:
-            raise ValueError(f"{filename!r} does not have the sha256 the ONNX entry gives")
+            raise ValueError(f"{filename!r} does not have the sha256 the {kind} entry gives")
 
 
 def plain_name(filename: str) -> bool:

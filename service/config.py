@@ -172,6 +172,11 @@ class Settings(StoreSettings):
         "(none when the budget is 0); 0: no limit",
     )
     job_nice: int = Field(10, ge=0, le=19, description="CPU niceness of training processes (serving stays first)")
+    job_pt2: bool = Field(
+        True,
+        description="training jobs also export the torch.export .pt2 files (several seconds per job; false runs "
+        "lstm-train --no-pt2)",
+    )
     job_poll_interval: float = Field(
         0.5,
         gt=0,

@@ -59,6 +59,7 @@ class RunnerSettings:
     nice: int
     memory_budget_mb: float = 0.0  # lstm-train refuses a run estimated over it (0: no check)
     memory_limit_mb: int = 0  # RLIMIT_DATA of the training process (0: none)
+    pt2: bool = True  # export the .pt2 files (lstm-train --no-pt2 otherwise)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RunnerSettings:
@@ -71,6 +72,7 @@ class RunnerSettings:
             nice=settings.job_nice,
             memory_budget_mb=settings.job_memory_budget_mb,
             memory_limit_mb=settings.job_memory_limit,
+            pt2=settings.job_pt2,
         )
 
 
@@ -127,6 +129,7 @@ def training_command(
     dataset_path: Path | None,
     memory_budget_mb: float = 0.0,
     reach_flags: Sequence[str] = (),
+    pt2: bool = True,
 ) -> list[str]:
     """The lstm-train invocation for `job` (flags only: the child's environment holds no LSTM_ settings);
     `reach_flags` are the database and S3 settings of a store that is not a folder (StoreSettings.reach_flags)."""
@@ -154,6 +157,8 @@ def training_command(
         command += [f"--{name.replace('_', '-')}", repr(value) if isinstance(value, float) else str(value)]
     if dataset_path is not None:
         command += ["--dataset", str(dataset_path)]
+    if not pt2:
+        command.append("--no-pt2")
     return command
 
 
@@ -227,6 +232,7 @@ class JobRunner:
             dataset if job.dataset is not None else None,
             self.settings.memory_budget_mb,
             self.reach_flags,
+            self.settings.pt2,
         )
         environment = child_environment()
         result: dict[str, Any] | None = None

@@ -36,11 +36,12 @@ class ServedModel:
     name: str
     version: int
     manifest: model_store.Manifest
-    module: model_store.ScriptModule
+    module: model_store.ScriptModule | None  # None for an imported ONNX model (runtime is then its ONNX Runtime)
     runtime: runtimes.Runtime | None = None
 
     def __post_init__(self) -> None:
         if self.runtime is None:
+            assert self.module is not None, "a version without a checkpoint needs its runtime"
             method = self.manifest.sequence.method if self.manifest.sequence is not None else None
             object.__setattr__(self, "runtime", runtimes.TorchScriptRuntime(self.module, method))
 
@@ -72,7 +73,7 @@ class ServedModel:
         """Whether this version carries state between chunks (its manifest says how and its module has the method);
         versions exported before sequence support serve one-shot requests only."""
         support = self.manifest.sequence
-        return support is not None and model_store.has_method(self.module, support.method)
+        return support is not None and self.module is not None and model_store.has_method(self.module, support.method)
 
     def initial_state(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
         """The state a sequence starts from: zeros h and c, each (num_layers, batch, hidden) float32."""
@@ -162,6 +163,10 @@ class Predictor:
     # ---- loading (worker threads) --------------------------------------------------------
 
     def _load(self, name: str, version: int) -> ServedModel:
+        manifest = self.store.manifest(name, version)
+        if not manifest.has_checkpoint:  # an imported ONNX model
+            onnx = runtimes.choose_onnx_only(self.store, manifest, self.runtime, self.onnx_threads)
+            return ServedModel(name=name, version=version, manifest=manifest, module=None, runtime=onnx)
         loaded = self.store.load(name, version)
         runtime = runtimes.choose(self.store, loaded, self.runtime, self.onnx_threads, self.onnx_max_elements)
         return ServedModel(name=name, version=version, manifest=loaded.manifest, module=loaded.module, runtime=runtime)

@@ -6,6 +6,10 @@ and the reason is kept (`Runtime.note`) for /models. Under auto, calls of severa
 LSTM_ONNX_MAX_ELEMENTS elements still run in TorchScript, which is faster there (OnnxRuntime's docstring).
 `onnxruntime` refuses a version that fails any of that (it is then a load failure, reported like a corrupt
 checkpoint) and runs every call in ONNX Runtime; `torchscript` never reads the ONNX files.
+
+An imported ONNX model (manifest format "onnx") has no TorchScript checkpoint: ONNX Runtime runs every call of it
+under auto and onnxruntime alike (`choose_onnx_only`), after its sha256 and the import's shape checks pass again;
+LSTM_RUNTIME=torchscript refuses it (a load failure that says why).
 """
 
 from __future__ import annotations
@@ -81,32 +85,34 @@ class OnnxRuntime:
         self,
         forward: onnx_runtime.OnnxSession,
         state: onnx_runtime.OnnxSession | None,
-        fallback: TorchScriptRuntime,
+        fallback: TorchScriptRuntime | None,
         max_elements: int | None = None,
+        note: str | None = None,
     ) -> None:
         self.forward = forward
         self.state = state
-        self.fallback = fallback
-        # No limit: every call in ONNX Runtime.
-        self.max_elements = max_elements if max_elements is not None else 1 << 62
-        notes = []
-        if max_elements is not None:
+        self.fallback = fallback  # None for an imported ONNX model: every call runs in ONNX Runtime
+        # No limit (or nothing to hand large calls to): every call in ONNX Runtime.
+        self.max_elements = max_elements if max_elements is not None and fallback is not None else 1 << 62
+        notes = [] if note is None else [note]
+        if max_elements is not None and fallback is not None:
             notes.append(f"calls of several sequences and more than {max_elements} elements run in TorchScript")
-        if state is None and fallback.method is not None:
+        if state is None and fallback is not None and fallback.method is not None:
             notes.append("steps of sequences run in TorchScript")
         self.note = "; ".join(notes) or None
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """(seq, batch, input) float32 -> (seq, batch, output) float32."""
-        if x.size > self.max_elements and x.shape[1] > 1:
+        if self.fallback is not None and x.size > self.max_elements and x.shape[1] > 1:
             return self.fallback(x)
         output: np.ndarray = self.forward.run(x)[0]
         return output
 
     def step(self, x: np.ndarray, h: np.ndarray, c: np.ndarray) -> State:
         """x (seq, batch, input), h and c (num_layers, batch, hidden) -> y, h_n, c_n; all float32."""
-        if self.state is None or (x.size > self.max_elements and x.shape[1] > 1):
+        if self.fallback is not None and (self.state is None or (x.size > self.max_elements and x.shape[1] > 1)):
             return self.fallback.step(x, h, c)
+        assert self.state is not None, "step of a version without sequence support"
         y, h_n, c_n = self.state.run(x, h, c)
         return y, h_n, c_n
 
@@ -207,12 +213,50 @@ def choose(
     return runtime
 
 
+IMPORTED_NOTE = "an imported ONNX model (no TorchScript checkpoint): ONNX Runtime runs every call"
+
+
+def choose_onnx_only(
+    store: model_store.Store, manifest: model_store.Manifest, choice: RuntimeChoice, threads: int = 1
+) -> OnnxRuntime:
+    """The runtime of an imported ONNX model (no TorchScript checkpoint), warmed up: ONNX Runtime under auto and
+    onnxruntime; IntegrityError (not served) under torchscript, when its file does not match its sha256 or load,
+    or when it no longer answers (seq, batch, input) float32 with finite float32 of the same shape."""
+    name, version, entry = manifest.name, manifest.version, manifest.onnx
+    if choice == TORCHSCRIPT:
+        raise model_store.IntegrityError(
+            f"LSTM_RUNTIME=torchscript cannot serve {name} version {version}: it is an imported ONNX model without "
+            "a TorchScript checkpoint; serve it with LSTM_RUNTIME=auto or onnxruntime"
+        )
+    if entry is None or entry.file is None or entry.sha256 is None:
+        raise model_store.IntegrityError(f"{name} version {version} names no ONNX file and has no checkpoint")
+    session = onnx_runtime.OnnxSession(store.read_checked(name, version, entry.file, entry.sha256), threads)
+    if len(session.inputs) != 1 or len(session.outputs) != 1:
+        raise model_store.IntegrityError(
+            f"{entry.file} takes {list(session.inputs)} and gives {list(session.outputs)}; expected one each"
+        )
+    runtime = OnnxRuntime(session, None, None, note=IMPORTED_NOTE)
+    for x in _inputs(manifest, seed=0):
+        try:
+            y = runtime(x)
+        except Exception as exc:  # what ONNX Runtime raises for an input the graph refuses
+            raise model_store.IntegrityError(
+                f"{entry.file} refuses a {list(x.shape)} input: {str(exc)[:300]}"
+            ) from None
+        if y.shape != x.shape[:2] + (manifest.outputs[0].shape[-1],) or y.dtype != np.float32:
+            raise model_store.IntegrityError(f"{entry.file} answers {list(x.shape)} with {y.dtype} {list(y.shape)}")
+        if not np.isfinite(y).all():
+            raise model_store.IntegrityError(f"{entry.file} answers {list(x.shape)} with NaN or infinite outputs")
+    _warm_up(runtime, manifest)
+    return runtime
+
+
 def _warm_up(runtime: Runtime, manifest: model_store.Manifest) -> None:
     """A few forwards before the first request, so it does not pay for first-call allocation and optimisation
     (in both engines when ONNX Runtime hands large calls to TorchScript)."""
     calls: list[Callable[[np.ndarray], object]] = [runtime]
     if isinstance(runtime, OnnxRuntime):
-        calls = [runtime.forward.run, runtime.fallback]
+        calls = [runtime.forward.run, *([] if runtime.fallback is None else [runtime.fallback])]
     for call in calls:
         for x in _inputs(manifest, seed=2):
             for _ in range(WARMUP_CALLS):

@@ -298,6 +298,18 @@ class OnnxExportInfo(BaseModel):
     error: str | None = Field(None, description="why the export (or its state-carrying part) failed")
 
 
+class Pt2ExportInfo(BaseModel):
+    """A version's torch.export `.pt2` files (its manifest's `pt2`), or why it has none; not loaded for serving."""
+
+    file: str | None = Field(description="the ExportedProgram of forward; none when the export failed or was skipped")
+    sha256: str | None
+    state_file: str | None = Field(None, description="the ExportedProgram of the state-carrying method")
+    state_sha256: str | None = None
+    parity_max_abs_diff: float | None = Field(None, description="worst |.pt2 - model| output measured at export")
+    exporter: str = ""
+    error: str | None = Field(None, description="why the export failed, or that it was skipped (--no-pt2)")
+
+
 class LoadError(BaseModel):
     """The last version of a model that this worker could not load, and why."""
 
@@ -352,12 +364,15 @@ class VersionManifest(BaseModel):
     metrics: dict[str, Any]
     data: dict[str, Any]
     files: list[str]
-    format: str
+    format: str = Field(description="torchscript (model.pt serves), or onnx: an imported ONNX model without model.pt")
     sequence: SequenceSupportInfo | None = Field(
         None, description="none for versions exported before sequence support (one-shot requests only)"
     )
     onnx: OnnxExportInfo | None = Field(
         None, description="none for versions exported before ONNX files (served by TorchScript; docs/runtimes.md)"
+    )
+    pt2: Pt2ExportInfo | None = Field(
+        None, description="none for versions exported before .pt2 files, and imported ones (docs/runtimes.md)"
     )
 
 

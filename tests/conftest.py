@@ -27,6 +27,10 @@ SaveTiny = Callable[..., model_store.Manifest]
 # Every lstm-serve a test starts (through the harness, or a Popen of its own) binds its gRPC server on a port of
 # the system's choosing: test files run in parallel, and two servers on the default 8001 would stop each other.
 os.environ["LSTM_GRPC_PORT"] = "0"
+# The .pt2 export costs seconds per training (docs/runtimes.md); the suite trains many models, so the lstm-train and
+# lstm-serve processes it starts skip it. The tests of the .pt2 files (tests/test_pt2_export.py) export in process.
+os.environ["LSTM_NO_PT2"] = "true"
+os.environ["LSTM_JOB_PT2"] = "false"
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:

@@ -24,6 +24,7 @@ def served(store: model_store.ModelStore) -> ServedModel:
 
 
 def unbatched(served: ServedModel, x: np.ndarray) -> np.ndarray:
+    assert served.module is not None
     with torch.inference_mode():
         output: np.ndarray = served.module(torch.from_numpy(x)).numpy()
     return output

@@ -37,6 +37,7 @@ def test_the_data_plane_serves_metadata_and_inference_from_plain_values(store: m
         assert served.version == 1
         x = np.linspace(-1, 1, 12, dtype=np.float32).reshape(6, 2, 1)  # (seq, batch, 1)
         output = await dataplane.infer(served, x)
+        assert served.module is not None
         with torch.inference_mode():
             expected = served.module(torch.from_numpy(x)).numpy()
         np.testing.assert_array_equal(output, expected)

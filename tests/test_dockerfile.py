@@ -376,9 +376,7 @@ def test_entrypoint_never_seeds_an_object_store(tmp_path: Path) -> None:
     (bin_dir / "lstm-serve").write_text('#!/bin/sh\necho "serve $LSTM_STORE_DIR"\n')
     (bin_dir / "lstm-serve").chmod(0o755)
     env = {"LSTM_BAKED_STORE": str(baked), "LSTM_STORE_DIR": "s3://bucket/store", "PATH": f"{bin_dir}:/usr/bin:/bin"}
-    done = subprocess.run(
-        [str(ENTRYPOINT)], env=env, cwd=work, capture_output=True, text=True, timeout=30, check=False
-    )
+    done = subprocess.run([str(ENTRYPOINT)], env=env, cwd=work, capture_output=True, text=True, timeout=30, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "serve s3://bucket/store\n"
     assert "seeded" not in done.stderr

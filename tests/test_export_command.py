@@ -25,6 +25,7 @@ def test_export_adds_onnx_to_an_old_version_which_then_serves_with_onnxruntime(
     assert main(["export", "--store", str(store.root), "--version", "1", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["version"] == 1 and printed["onnx"]["error"] is None
+    assert printed["pt2"]["error"] is None and printed["pt2"]["state_file"] == "model_state.pt2"
     manifest = store.manifest("lstm", 1)
     assert manifest.onnx is not None and manifest.onnx.to_dict() == printed["onnx"]
     assert manifest.sha256 == old.sha256 and store.read_version_file("lstm", 1, "model.pt") == before["model.pt"]
@@ -47,7 +48,7 @@ def test_export_defaults_to_the_serving_version_and_names_its_files(
     store.set_alias("lstm", model_store.PRODUCTION, 1)
     assert main(["export", "--store", str(store.root)]) == 0
     out = capsys.readouterr().out
-    assert "exported lstm version 1 to model.onnx, model_state.onnx" in out
+    assert "exported lstm version 1 to model.onnx, model_state.onnx, model.pt2, model_state.pt2" in out
     assert store.manifest("lstm", 1).onnx is not None and store.manifest("lstm", 2).onnx is None
 
 

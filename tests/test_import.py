@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 import model_store
-from model_store import onnx_runtime
 from model_store.imported import ImportCheckError
 from tests.conftest import OneShotRegressor, make_client
 from training.importing import import_model
@@ -167,16 +166,6 @@ def test_the_command_names_a_failed_check_with_exit_status_3(tmp_path: Path, sto
     )
     assert done.returncode == 3
     assert "import check 'input' failed" in done.stderr
-    no_versions(store)
-
-
-def test_an_onnx_file_passes_the_checks_but_is_not_published_without_a_checkpoint(
-    store: model_store.ModelStore,
-) -> None:
-    data = onnx_runtime.export_forward(eager(5), 1)
-    with pytest.raises(ImportCheckError) as raised:
-        import_model(store, "ext", data)  # auto: not a zip, so ONNX; it loads and answers in ONNX Runtime
-    assert raised.value.check == "servable"
     no_versions(store)
 
 

@@ -97,6 +97,7 @@ def test_onnx_steps_match_torchscript_steps(store: model_store.ModelStore) -> No
     save_tiny(store, seed=5, stateful=True, onnx=True, num_layers=2, hidden_size=6)
     served = served_runtime(store).current("lstm")
     assert served is not None and served.stateful and served.runtime_name == "onnxruntime"
+    assert served.module is not None
     reference = runtimes.TorchScriptRuntime(served.module, "forward_state")
     x = sines(40, 3)
     h, c = served.initial_state(3)
@@ -153,6 +154,7 @@ def test_auto_runs_large_calls_in_torchscript_and_onnxruntime_runs_all(store: mo
     small, large, one_long = sines(50, 4), sines(50, 5), sines(300, 1)
     assert np.array_equal(auto(one_long), auto.runtime.forward.run(one_long)[0])  # one sequence: always ONNX
     torchscript = auto.runtime.fallback
+    assert torchscript is not None
     onnx = auto.runtime.forward
     assert not np.array_equal(onnx.run(large)[0], torchscript(large)), "the engines must differ for this test to tell"
     assert np.array_equal(auto(small), onnx.run(small)[0])

@@ -111,8 +111,17 @@ def test_evaluation_goes_into_the_manifest(store: model_store.ModelStore) -> Non
     assert set(metrics["mse_by_step"]) == {"0.05", "0.075", "0.1", "0.15", "0.2", "0.3", "0.5", "0.7", "0.85", "1"}
     assert metrics["worst_mse"] == max(v for row in metrics["mse_by_step"].values() for v in row.values())
     assert metrics["suite"]["warmup_ignored"] == WARMUP
-    assert result.manifest.files == ("model.pt", "manifest.json", "model.onnx", "model_state.onnx", "report.png")
+    assert result.manifest.files == (
+        "model.pt",
+        "manifest.json",
+        "model.onnx",
+        "model.pt2",
+        "model_state.onnx",
+        "model_state.pt2",
+        "report.png",
+    )
     assert result.manifest.onnx is not None and result.manifest.onnx.error is None
+    assert result.manifest.pt2 is not None and result.manifest.pt2.error is None
     assert store.version_file("lstm", 1, "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -66,6 +66,11 @@ class TrainSettings(StoreSettings):
     report: Path | None = Field(None, description="also write the report picture here")
     print_json: Switch = Field(False, validation_alias="LSTM_JSON", description="print the result as one JSON object")
     no_progress: Switch = Field(False, description="hide the progress bar")
+    no_pt2: Switch = Field(
+        False,
+        description="skip the torch.export .pt2 files (several seconds of each run; the manifest says they were "
+        "skipped; ONNX and TorchScript are exported as always)",
+    )
     progress_jsonl: Switch = Field(
         False,
         description="machine output for job runners: JSON lines on stdout (progress events, then a result or error)",
@@ -315,6 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             promote=args.promote,
             on_epoch=JsonLines() if machine else on_tqdm,
             dataset=dataset,
+            export_pt2=not args.no_pt2,
         )
     except (TrainingError, model_store.StoreError, OSError) as exc:
         bar.close()

@@ -1,8 +1,10 @@
-"""A version's ONNX files: exported from the eager model, parity-checked in ONNX Runtime, recorded in its manifest.
+"""A version's ONNX and `.pt2` files: exported from the eager model, parity-checked, recorded in its manifest.
 
-ONNX is an optional format: `onnx_files` never raises for a failed export or a failed parity check; the
-manifest's `onnx` entry then says why (`error`) and the version is served by TorchScript. `export_version`
-(lstm-train export) gives a published version its ONNX files, rebuilt from its checkpoint's weights.
+Both are optional formats: `onnx_files` and `pt2_files` never raise for a failed export or a failed parity check;
+the manifest's `onnx` or `pt2` entry then says why (`error`), and the version is served by TorchScript. Each file
+is checked against the eager model (and the TorchScript module) at ONNX_PARITY_SHAPES, output shapes included: an
+export that kept the example's sequence length fails there. `export_version` (lstm-train export) gives a published
+version both, rebuilt from its checkpoint's weights.
 """
 
 from __future__ import annotations
@@ -15,23 +17,29 @@ import torch
 from torch import nn
 
 import model_store
-from model_store import onnx_runtime
+from model_store import onnx_runtime, pt2_export
 from training.model import STATE_METHOD, LSTMRegressor, ModelConfig
 
 ONNX_PARITY_TOLERANCE = 1e-5
 # (seq, batch): seq 1, a batch other than the example's, and long sequences among them.
 ONNX_PARITY_SHAPES: tuple[tuple[int, int], ...] = ((1, 1), (1, 7), (7, 3), (20, 5), (64, 1), (500, 2), (1000, 1))
 Reference = Callable[[torch.Tensor], torch.Tensor]
+# What `lstm-train --no-pt2` records in the manifest's `pt2` entry.
+PT2_SKIPPED = "not exported: lstm-train --no-pt2"
 
 
-class OnnxParityError(RuntimeError):
-    """The ONNX file's outputs differ from the model's beyond ONNX_PARITY_TOLERANCE (or have the wrong shape), or
-    an export failed where ONNX files exist already."""
+class ExportParityError(RuntimeError):
+    """An exported file's outputs differ from the model's beyond the tolerance (or have the wrong shape), or an
+    export failed where such files exist already."""
 
 
-def _worst(got: np.ndarray, want: torch.Tensor, what: str) -> float:
+class OnnxParityError(ExportParityError):
+    """ExportParityError of an ONNX file."""
+
+
+def _worst(got: np.ndarray, want: torch.Tensor, what: str, kind: str = "ONNX") -> float:
     if got.shape != tuple(want.shape):
-        raise OnnxParityError(f"{what}: ONNX gave shape {got.shape}, the model {tuple(want.shape)}")
+        raise ExportParityError(f"{what}: {kind} gave shape {got.shape}, the model {tuple(want.shape)}")
     return float(np.abs(got - want.numpy()).max())
 
 
@@ -66,6 +74,43 @@ def check_state(data: bytes, model: nn.Module, config: ModelConfig, seed: int) -
             worst = max(worst, _worst(mine, theirs, f"{name} at {(seq, batch, config.input_size)}"))
     if not worst <= ONNX_PARITY_TOLERANCE:
         raise OnnxParityError(f"ONNX {STATE_METHOD} differs from the model by {worst:.3g} > {ONNX_PARITY_TOLERANCE:g}")
+    return worst
+
+
+@torch.inference_mode()
+def check_pt2_forward(data: bytes, references: tuple[Reference, ...], input_size: int, seed: int) -> float:
+    """Largest |.pt2 - reference| of `forward` over ONNX_PARITY_SHAPES and every reference (the program as
+    torch.export.load reads it back); raises ExportParityError above tolerance or for a wrong output shape."""
+    program = pt2_export.load(data)
+    generator = torch.Generator().manual_seed(seed)
+    worst = 0.0
+    for seq, batch in ONNX_PARITY_SHAPES:
+        x = torch.randn(seq, batch, input_size, generator=generator)  # (seq, batch, input)
+        y = program(x).numpy()  # (seq, batch, output)
+        for reference in references:
+            worst = max(worst, _worst(y, reference(x), f"forward at {(seq, batch, input_size)}", ".pt2"))
+    if not worst <= ONNX_PARITY_TOLERANCE:
+        raise ExportParityError(f".pt2 forward differs from the model by {worst:.3g} > {ONNX_PARITY_TOLERANCE:g}")
+    return worst
+
+
+@torch.inference_mode()
+def check_pt2_state(data: bytes, model: nn.Module, config: ModelConfig, seed: int) -> float:
+    """Largest |.pt2 - eager| of the state-carrying method from random states; raises ExportParityError above it."""
+    program = pt2_export.load(data)
+    step = getattr(model, STATE_METHOD)
+    generator = torch.Generator().manual_seed(seed)
+    worst = 0.0
+    for seq, batch in ONNX_PARITY_SHAPES:
+        x = torch.randn(seq, batch, config.input_size, generator=generator)  # (seq, batch, input)
+        h = torch.randn(config.num_layers, batch, config.hidden_size, generator=generator)  # (layers, batch, hidden)
+        c = torch.randn(config.num_layers, batch, config.hidden_size, generator=generator)
+        for name, mine, theirs in zip(onnx_runtime.STATE_OUTPUTS, program(x, h, c), step(x, h, c), strict=True):
+            worst = max(worst, _worst(mine.numpy(), theirs, f"{name} at {(seq, batch, config.input_size)}", ".pt2"))
+    if not worst <= ONNX_PARITY_TOLERANCE:
+        raise ExportParityError(
+            f".pt2 {STATE_METHOD} differs from the model by {worst:.3g} > {ONNX_PARITY_TOLERANCE:g}"
+        )
     return worst
 
 
@@ -111,6 +156,42 @@ def onnx_files(
     ), files
 
 
+def pt2_files(
+    model: LSTMRegressor, config: ModelConfig, seed: int, references: tuple[Reference, ...] = ()
+) -> tuple[model_store.Pt2Export, dict[str, bytes]]:
+    """The `.pt2` entry and files of an eager model: forward and the state-carrying method as torch.export
+    ExportedPrograms, each parity-checked against the eager model (and each of `references`). Never raises: what
+    failed is the entry's `error`; a failed state-carrying export keeps the forward file."""
+    model.eval()
+    exporter = pt2_export.EXPORTER
+    try:
+        forward = pt2_export.export_forward(model, config.input_size)
+        parity = check_pt2_forward(forward, (model, *references), config.input_size, seed)
+    except Exception as exc:  # optional format: whatever torch.export or the check raises is recorded, not fatal
+        return model_store.Pt2Export(None, None, exporter=exporter, error=_failure(".pt2 export", exc)), {}
+    files = {pt2_export.FORWARD_FILE: forward}
+    entry = model_store.Pt2Export(
+        file=pt2_export.FORWARD_FILE,
+        sha256=model_store.sha256_hex(forward),
+        parity_max_abs_diff=parity,
+        exporter=exporter,
+    )
+    try:
+        state = pt2_export.export_state(model, STATE_METHOD, config.input_size, config.num_layers, config.hidden_size)
+        parity = max(parity, check_pt2_state(state, model, config, seed))
+    except Exception as exc:
+        return replace(entry, error=_failure(f".pt2 export of {STATE_METHOD}", exc)), files
+    files[pt2_export.STATE_FILE] = state
+    return replace(
+        entry, state_file=pt2_export.STATE_FILE, state_sha256=model_store.sha256_hex(state), parity_max_abs_diff=parity
+    ), files
+
+
+def skipped_pt2() -> model_store.Pt2Export:
+    """The `.pt2` entry of a version trained with --no-pt2: no files, and why."""
+    return model_store.Pt2Export(None, None, exporter=pt2_export.EXPORTER, error=PT2_SKIPPED)
+
+
 def config_of(module: model_store.ScriptModule) -> ModelConfig:
     """The ModelConfig of a scripted LSTMRegressor (or of a version exported before forward_state), read from its
     weights' shapes: lstm.weight_ih_l{k} is (4 * hidden, input or hidden), head.weight (output, hidden)."""
@@ -132,16 +213,22 @@ def eager_of(module: model_store.ScriptModule) -> tuple[LSTMRegressor, ModelConf
 def export_version(
     store: model_store.Store, name: str, version: int | str | None, seed: int = 0
 ) -> model_store.Manifest:
-    """Give a published version its ONNX files, exported from its verified checkpoint's weights (which stay as they
-    are); parity-checked against that TorchScript module. Returns the rewritten manifest; the entry's `error` says
-    what failed, if anything did (nothing is then added but that record). A failed export of a version that has
-    ONNX files already raises OnnxParityError and leaves the version as it was."""
+    """Give a published version its ONNX and `.pt2` files, exported from its verified checkpoint's weights (which
+    stay as they are); parity-checked against that TorchScript module. Returns the rewritten manifest; an entry's
+    `error` says what failed, if anything did (nothing is then added but that record). A failed `.pt2` export of a
+    version that has `.pt2` files keeps those; a failed ONNX export of a version that has ONNX files raises
+    OnnxParityError and leaves the version as it was."""
     number = store.resolve(name, version)
-    loaded = store.load(name, number)  # the checkpoint's sha256 checked
+    loaded = store.load(name, number)  # the checkpoint's sha256 checked; an ONNX-only version has none to export
     model, config = eager_of(loaded.module)
     entry, files = onnx_files(model, config, seed, references=(loaded.module,))
     earlier = loaded.manifest.onnx
     if entry.file is None and earlier is not None and earlier.file is not None:
         # A failure now must not unlist files that were exported and checked before.
         raise OnnxParityError(f"{entry.error}; {name} version {number} keeps its earlier ONNX files")
-    return store.add_onnx(name, number, entry, files, checkpoint=loaded.manifest.sha256)
+    pt2: model_store.Pt2Export | None
+    pt2, pt2_bytes = pt2_files(model, config, seed, references=(loaded.module,))
+    kept = loaded.manifest.pt2
+    if pt2.file is None and kept is not None and kept.file is not None:
+        pt2, pt2_bytes = None, {}  # the .pt2 files exported and checked before stay listed
+    return store.add_onnx(name, number, entry, files | pt2_bytes, checkpoint=loaded.manifest.sha256, pt2=pt2)

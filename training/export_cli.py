@@ -1,8 +1,8 @@
-"""`lstm-train export`: give a published version its ONNX files, without changing its weights.
+"""`lstm-train export`: give a published version its ONNX and `.pt2` files, without changing its weights.
 
 The checkpoint is loaded and verified against its sha256, its weights are put into the eager model, the
-ONNX files are exported from that and parity-checked against the TorchScript module, and the version's
-manifest is rewritten atomically with their checksums (or why the export failed). Flags come from
+ONNX and `.pt2` files are exported from that and parity-checked against the TorchScript module, and the version's
+manifest is rewritten atomically with their checksums (or why an export failed). Flags come from
 ExportSettings' Fields, each with its LSTM_ environment twin, like lstm-train's own.
 """
 
@@ -33,7 +33,7 @@ class ExportSettings(StoreSettings):
         None, description="the version to export: a number or an alias; unset: the serving version"
     )
     print_json: Switch = Field(
-        False, validation_alias="LSTM_JSON", description="print the version's ONNX entry as one JSON object"
+        False, validation_alias="LSTM_JSON", description="print the version's ONNX and .pt2 entries as one JSON object"
     )
 
 
@@ -43,8 +43,9 @@ FLAGS = flags_of(ExportSettings, {"store_dir": "store", "export_version": "versi
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lstm-train export",
-        description="Add ONNX files (model.onnx, model_state.onnx) to a published version, exported from its "
-        "checkpoint's weights, which stay as they are; LSTM_RUNTIME=auto then serves it with ONNX Runtime.",
+        description="Add ONNX files (model.onnx, model_state.onnx) and torch.export programs (model.pt2, "
+        "model_state.pt2) to a published version, exported from its checkpoint's weights, which stay as they are; "
+        "LSTM_RUNTIME=auto then serves it with ONNX Runtime.",
     )
     add_flags(parser, ExportSettings, FLAGS)
     return parser
@@ -68,14 +69,26 @@ def main(argv: Sequence[str]) -> int:
     except (model_store.StoreError, OSError, ValueError, OnnxParityError) as exc:
         print(f"lstm-train export: error: {exc}", file=sys.stderr)
         return 1
-    entry = manifest.onnx
+    entry, pt2 = manifest.onnx, manifest.pt2
     assert entry is not None
     if settings.print_json:
-        print(json.dumps({"model": manifest.name, "version": manifest.version, "onnx": entry.to_dict()}))
+        print(
+            json.dumps(
+                {
+                    "model": manifest.name,
+                    "version": manifest.version,
+                    "onnx": entry.to_dict(),
+                    "pt2": None if pt2 is None else pt2.to_dict(),
+                }
+            )
+        )
     elif entry.error is None or entry.file is not None:
-        files = ", ".join(sorted(entry.checksums()))
+        files = ", ".join([*sorted(entry.checksums()), *sorted({} if pt2 is None else pt2.checksums())])
         print(f"exported {manifest.name} version {manifest.version} to {files} in {store.describe()}")
-        print(f"  parity_max_abs_diff: {entry.parity_max_abs_diff:.3g}")
-    if entry.error is not None:
-        print(f"lstm-train export: {entry.error} (recorded in the manifest)", file=sys.stderr)
+        print(f"  parity_max_abs_diff: {entry.parity_max_abs_diff:.3g} (ONNX)", end="")
+        print("" if pt2 is None or pt2.file is None else f", {pt2.parity_max_abs_diff:.3g} (.pt2)")
+    for failed in (entry, pt2):
+        if failed is not None and failed.error is not None:
+            print(f"lstm-train export: {failed.error} (recorded in the manifest)", file=sys.stderr)
+    # ONNX is what serves; a failed .pt2 export alone is reported, not a failure of the command.
     return 0 if entry.file is not None else 1

@@ -1,4 +1,4 @@
-"""`lstm-train import FILE`: check a TorchScript (or ONNX) file trained elsewhere and publish it as a new version.
+"""`lstm-train import FILE`: check a TorchScript or ONNX file trained elsewhere and publish it as a new version.
 
 The checks (model_store.imported) and the held-out metrics (training.importing) run before anything is written;
 the version is saved whole or not at all. Flags come from ImportSettings' Fields, each with its LSTM_ environment
@@ -71,8 +71,9 @@ FLAGS = flags_of(
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lstm-train import",
-        description="Check a model trained elsewhere (a TorchScript archive taking and giving (seq, batch, 1) "
-        "float32) and publish it as a new version with held-out metrics; never unpickled.",
+        description="Check a model trained elsewhere (a TorchScript archive or an ONNX file taking and giving "
+        "(seq, batch, 1) float32; the format is told from the bytes) and publish it as a new version with held-out "
+        "metrics; never unpickled. An ONNX file is served by ONNX Runtime (it has no TorchScript checkpoint).",
     )
     parser.add_argument("file", type=Path, help="the TorchScript archive (or ONNX file)")
     add_flags(parser, ImportSettings, FLAGS)

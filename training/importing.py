@@ -1,4 +1,4 @@
-"""Bring your own model: a checked TorchScript file scored on the held-out suite and published as a new version.
+"""Bring your own model: a checked TorchScript or ONNX file scored on the held-out suite and published as a version.
 
 model_store.imported runs the file checks (size, format, load, shapes, finite outputs); this module adds the
 held-out metrics a trained version gets (training/evaluate.py), saves the version through the store's atomic
@@ -6,7 +6,8 @@ save with a manifest whose `data` says it was imported (source, format, sha256),
 policy as training (`never`, `if_better`, `always`). An imported TorchScript archive with this project's
 `forward_state` and LSTMRegressor's weight layout serves sequences once its chunked parity check passes (else
 the `sequence` check fails); any other file serves one-shot requests only: no `sequence` entry, so sequence
-requests get the usual 409.
+requests get the usual 409. An ONNX file becomes a version without a TorchScript checkpoint (manifest format
+"onnx", its model.onnx the version's model), which ONNX Runtime serves.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 
 import model_store
+from model_store import onnx_runtime
 from model_store.imported import CheckedModel, ImportCheckError, ImportFormat, check
 from training.evaluate import evaluate
 from training.export import config_of
@@ -70,18 +72,12 @@ def import_model(
     """Check `data`, score it, publish it as a new version of `name` (whole or not at all) and maybe promote it."""
     model_store.check_name(name)
     checked = check(data, fmt, max_bytes)
-    if checked.module is None:
-        raise ImportCheckError(
-            "servable",
-            "the ONNX file passed every check, but a version without a TorchScript checkpoint cannot be served yet; "
-            "import the model's TorchScript archive",
-        )
-    sequence = _sequence(checked.module)
+    sequence = None if checked.module is None else _sequence(checked.module)
     forward = _torch_forward(checked)
     metrics = evaluate(forward)
     if not all(math.isfinite(float(metrics[key])) for key in ("worst_mse", "mean_mse", "tutorial_test_mse")):
         raise ImportCheckError("finite", "the held-out suite gave NaN or infinite errors")
-    promoted, reason = decide_promotion(store, name, checked.module, None, promote)
+    promoted, reason = decide_promotion(store, name, forward, None, promote)
     imported = {
         "kind": "imported",
         "source": source,
@@ -90,6 +86,10 @@ def import_model(
         "bytes": checked.size,
         "shapes_checked": [list(shape) for shape in checked.shapes_checked],
     }
+    onnx, files = None, {}
+    if checked.onnx_bytes is not None:  # the ONNX file is the version's model: no TorchScript checkpoint
+        onnx = model_store.OnnxExport(file=onnx_runtime.FORWARD_FILE, sha256=checked.sha256, exporter="imported")
+        files = {onnx_runtime.FORWARD_FILE: checked.onnx_bytes}
     manifest = store.save(
         name,
         checked.module,
@@ -98,7 +98,9 @@ def import_model(
         params={"imported": True, "torch_threads": torch.get_num_threads()},
         metrics=metrics,
         data=imported,
+        extra_files=files,
         sequence=sequence,
+        onnx=onnx,
     )
     if promoted:
         store.set_alias(name, model_store.PRODUCTION, manifest.version)

@@ -1,7 +1,7 @@
 """The training run: a flat loop, evaluation, TorchScript export with a parity check, and publishing.
 
 run(config, store) trains, scores on the held-out suite, scripts the model, checks the scripted
-module against the eager one, exports the ONNX files (optional: a failure is recorded in the manifest),
+module against the eager one, exports the ONNX and `.pt2` files (optional: a failure is recorded in the manifest),
 renders the report, then saves one new version (and promotes it if asked). Nothing reaches the store
 unless every required step before succeeded.
 """
@@ -23,7 +23,7 @@ import model_store
 from training.config import TrainConfig
 from training.data import Dataset, random_sines, tutorial_data
 from training.evaluate import WARMUP, evaluate
-from training.export import onnx_files
+from training.export import onnx_files, pt2_files, skipped_pt2
 from training.model import STATE_METHOD, LSTMRegressor, ModelConfig
 from training.report import render
 
@@ -213,6 +213,20 @@ def score(model: Model, dataset: Dataset | None) -> tuple[str, float]:
     return DATASET_METRIC, float(((model(dataset.test_x) - dataset.test_y) ** 2).mean())
 
 
+def _servable(store: model_store.Store, name: str, version: int) -> Model:
+    """A published version as a Model: its TorchScript module, or an imported ONNX model's file in ONNX Runtime."""
+    manifest = store.manifest(name, version)
+    if manifest.has_checkpoint or manifest.onnx is None or manifest.onnx.file is None:
+        return store.load(name, version).module
+    data = store.read_checked(name, version, manifest.onnx.file, manifest.onnx.sha256 or "")
+    session = model_store.onnx_runtime.OnnxSession(data)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(x.to(torch.float32).numpy())[0])  # (seq, batch, 1) float32
+
+    return forward
+
+
 def decide_promotion(
     store: model_store.Store, name: str, candidate: Model, dataset: Dataset | None, policy: Promote
 ) -> tuple[bool, str]:
@@ -230,7 +244,7 @@ def decide_promotion(
     except model_store.ModelNotFoundError:
         return True, "no serving version yet"
     try:
-        incumbent = store.load(name, current).module
+        incumbent = _servable(store, name, current)
     except model_store.StoreError as exc:
         return True, f"serving version {current} cannot be loaded ({exc})"
     metric, new = score(candidate, dataset)
@@ -262,8 +276,10 @@ def run(
     promote: Promote = "never",
     on_epoch: ProgressCallback | None = None,
     dataset: Dataset | None = None,
+    export_pt2: bool = True,
 ) -> TrainResult:
-    """Train, evaluate, export, check and publish one version of `name` (on `dataset` if given)."""
+    """Train, evaluate, export, check and publish one version of `name` (on `dataset` if given). `export_pt2`
+    False skips the `.pt2` files (several seconds per run; the manifest's `pt2` entry says it was skipped)."""
     model_store.check_name(name)
     started = time.monotonic()
     generator = _seed_everything(config.seed)
@@ -277,6 +293,7 @@ def run(
     parity = check_parity(model, scripted, model_config.input_size, config.seed)
     sequence = sequence_support(scripted, model_config, config.seed)
     onnx, onnx_bytes = onnx_files(model, model_config, config.seed, references=(scripted,))
+    pt2, pt2_bytes = pt2_files(model, model_config, config.seed, (scripted,)) if export_pt2 else (skipped_pt2(), {})
     seconds = time.monotonic() - started
     metrics.update(
         epochs=len(losses), final_loss=losses[-1], train_seconds=round(seconds, 2), parity_max_abs_diff=parity
@@ -292,9 +309,10 @@ def run(
         params=config.to_dict() | {"model": model_config.to_dict(), "torch_threads": torch.get_num_threads()},
         metrics=metrics,
         data=describe_data(config, dataset),
-        extra_files={"report.png": report, **onnx_bytes},
+        extra_files={"report.png": report, **onnx_bytes, **pt2_bytes},
         sequence=sequence,
         onnx=onnx,
+        pt2=pt2,
     )
     if promoted:
         store.set_alias(name, model_store.PRODUCTION, manifest.version)

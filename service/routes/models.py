@@ -61,7 +61,8 @@ async def import_version(
     application/vnd.pytorch.torchscript) or an ONNX file (application/onnx); application/octet-stream, or
     `format=auto`, detects it (a zip is TorchScript). It is checked first (size, format, load, (seq, batch, 1) float32
     in and out at several shapes, finite outputs) and scored on the held-out suite; a failed check is a 422 naming
-    it, and nothing is registered. `promote` is training's policy (default never)."""
+    it, and nothing is registered. `promote` is training's policy (default never). An ONNX file becomes a version
+    without a TorchScript checkpoint, served by ONNX Runtime."""
     fmt = format_of(request.headers.get("content-type", ""), format)
     data = await request.body()
     return await repository.import_version(settings, name, data, fmt, promote, source or "POST /models")

@@ -1,4 +1,4 @@
-"""The `lstm` command: predict, models, promote, train (and follow), jobs, cancel, against one lstm-service."""
+"""The `lstm` command: predict, models, promote, register, train (and follow), jobs, cancel, against a service."""
 
 from __future__ import annotations
 
@@ -77,6 +77,22 @@ def _parser() -> argparse.ArgumentParser:
     promote.add_argument("model")
     promote.add_argument("version", type=int)
     promote.add_argument("--alias", default="production", help="alias to move (default production)")
+
+    register = commands.add_parser(
+        "register",
+        help="publish a model trained elsewhere (TorchScript or ONNX file) as a new version",
+        description="Send a model file (a TorchScript archive or an ONNX file taking and giving (seq, batch, 1) "
+        "float32; the server tells which from its bytes) to POST /models/{name}/versions. The server checks it "
+        "(loads, shapes, finite outputs, size), scores it on the held-out suite and publishes it; a failed check "
+        "exits 4 naming it. The checks take several seconds: --timeout applies to the whole upload.",
+    )
+    register.add_argument("file", help="the model file")
+    register.add_argument("--model", required=True, help="model name to register it under")
+    register.add_argument(
+        "--promote", metavar="ALIAS", help="then point ALIAS (e.g. production) at the new version, as lstm promote"
+    )
+    register.add_argument("--format", choices=["auto", "torchscript", "onnx"], default="auto", help="default auto")
+    register.add_argument("--source", default="", help="where the file came from, for the manifest (default: its name)")
 
     train = commands.add_parser("train", help="queue a training job (and follow it)")
     train.add_argument("--model", default="lstm", help="model name (default lstm)")
@@ -203,6 +219,28 @@ def _cmd_promote(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_register(client: Client, args: argparse.Namespace) -> int:
+    try:
+        with open(args.file, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
+    answer = client.register(args.model, data, fmt=args.format, source=args.source or os.path.basename(args.file))
+    promoted = None
+    if args.promote:
+        promoted = client.promote(answer["model"], answer["version"], alias=args.promote)
+    if args.json:
+        _print_json(answer | {"alias_set": promoted})
+        return EXIT_OK
+    manifest = answer["manifest"]
+    worst = manifest["metrics"].get("worst_mse")
+    shown = "" if worst is None else f", worst_mse {worst:.2e}"
+    print(f"{answer['model']} version {answer['version']} registered ({manifest['format']}{shown})")
+    if promoted is not None:
+        print(f"{promoted['model']} {promoted['alias']} -> version {promoted['version']}")
+    return EXIT_OK
+
+
 def _job_line(job: dict[str, Any]) -> str:
     progress = job["progress"]
     loss = "" if progress["loss"] is None else f" loss {progress['loss']:.2e}"
@@ -265,6 +303,7 @@ COMMANDS = {
     "predict": _cmd_predict,
     "models": _cmd_models,
     "promote": _cmd_promote,
+    "register": _cmd_register,
     "train": _cmd_train,
     "jobs": _cmd_jobs,
     "cancel": _cmd_cancel,

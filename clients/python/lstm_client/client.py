@@ -217,6 +217,23 @@ class Client:
         ).json()
         return answer
 
+    def register(
+        self, model: str, data: bytes, fmt: str = "auto", source: str = "", promote: str = "never"
+    ) -> dict[str, Any]:
+        """Publish a model file trained elsewhere (a TorchScript archive or an ONNX file) as a new version of `model`
+        (POST /models/{model}/versions, a management call); the server checks it first. `fmt` auto: the server
+        tells the format from the bytes. A failed check is a ClientError (422) naming it. Returns the new version,
+        whether `production` was moved (`promote`: never, if_better or always) and its manifest."""
+        params = {"format": fmt, "promote": promote} | ({"source": source} if source else {})
+        answer: dict[str, Any] = self._request(
+            "POST",
+            f"/models/{model}/versions",
+            params=params,
+            content=data,
+            headers={"content-type": "application/octet-stream"},
+        ).json()
+        return answer
+
     def train(
         self,
         model: str = "lstm",
