@@ -8,11 +8,11 @@ from dataclasses import dataclass
 import model_store
 from service.config import Settings
 from service.dataplane import DataPlane
+from service.job_backends import open_job_queue
 from service.job_events import JobEvents
 from service.job_gauges import JobGauges
 from service.job_queue import JobQueue
 from service.job_runner import JobWork
-from service.jobs import JobStore
 from service.peers import Peers
 from service.poller import Poller
 from service.predictor import Predictor
@@ -45,7 +45,7 @@ class Components:
             store, settings.version_cache, settings.runtime, settings.onnx_threads, settings.onnx_max_elements
         )
         poller = Poller(predictor, settings.poll_interval)
-        jobs = await asyncio.to_thread(JobStore, settings.store_dir)
+        jobs = await asyncio.to_thread(open_job_queue, settings)
         dataplane = DataPlane(settings, store, predictor)
         peer_server = None
         if peers is not None:
@@ -83,3 +83,4 @@ class Components:
             await self.peer_server.close()
             await self.peer_server.router.close()
         await self.dataplane.close()
+        await asyncio.to_thread(self.jobs.close)

@@ -190,7 +190,22 @@ class Settings(BaseSettings):
         " its workers, and runs one job-runner process (lstm-worker) beside them instead",
     )
     job_heartbeat_timeout: float = Field(
-        15.0, gt=0, description="a running job whose runner is silent this long is marked failed"
+        15.0,
+        gt=0,
+        description="a running job whose runner is silent this long is marked failed (with LSTM_DATABASE_URL: a "
+        "runner cut off from PostgreSQL longer than this loses its jobs, and stops their training when it is back)",
+    )
+    job_work_dir: Path | None = Field(
+        None,
+        description="with LSTM_DATABASE_URL: the local folder where a runner keeps each running job's dataset and "
+        "train.log (removed when the job ends); unset: lstm-jobs in the system's temporary folder",
+    )
+    job_log_tail_bytes: int = Field(
+        64 * 1024,
+        ge=0,
+        le=16 * MIB,
+        description="the last bytes of a job's train.log that GET /train/{id}/logs shows (with LSTM_DATABASE_URL, "
+        "what each job's row keeps)",
     )
     max_dataset_elements: int = Field(
         1_000_000, ge=1, description="largest inline training dataset (inputs elements; 413 above)"
