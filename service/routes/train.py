@@ -168,7 +168,7 @@ async def cancel_job(job_id: str, settings: SettingsDep, jobs: JobsDep, wake: Jo
 
 @router.get(
     "/{job_id}/logs",
-    response_class=PlainTextResponse,
+    response_class=Response,  # the errors stay JSON (the error body); the 200 is text/plain, declared here
     responses={
         200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "the end of train.log"},
         **error_responses(404),
