@@ -43,7 +43,8 @@ FLAGS = [
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lstm-worker",
-        description="Run the training jobs queued in a store (POST /train of any lstm-serve on it). It takes "
+        description="Run the training jobs queued in a store (POST /train of any lstm-serve on it), or with "
+        "--database-url in PostgreSQL, from any host. It takes "
         "lstm-serve's settings, as flags or LSTM_ variables (LSTM_JOB_* are the ones it uses, see the README); "
         "a flag given overrides its variable.",
     )

@@ -71,6 +71,9 @@ from service.jobs import (
 )
 
 log = logging.getLogger("service.pg_jobs")
+# The pool logs a warning at every reconnect attempt while the database is down (a few a second); the runner and
+# the routes say it once, and once when it clears (service/conditions.py), so only the pool's errors are kept.
+logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 COMPONENT = "jobs"
 ADMIT_LOCK = 0x6C6A6164  # 'ljad': serialises admissions (count of waiting jobs, then insert)
 CLAIM_LOCK = 0x6C6A636C  # 'ljcl': serialises claims (count of running jobs, then take one)
