@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from service.config import FLAGS, Settings, job_folder
+from service.config import FLAGS, Settings
 from service.http_server import serve
 from service.logs import configure
 from service.peers import Peers, check_directory
@@ -75,11 +75,6 @@ def uvicorn_options(settings: Settings, log_config: dict[str, Any]) -> dict[str,
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     settings = settings_from(Settings, parser, parser.parse_args(argv), FLAGS)  # a bad value: exit 2
-    try:
-        job_folder(settings)
-    except ValueError as exc:  # a store whose jobs this build cannot keep: said before anything starts
-        print(f"lstm-serve: error: {exc}", file=sys.stderr)
-        return 2
     problem = database_problem(settings)
     if problem is not None:
         print(f"lstm-serve: error: {problem}", file=sys.stderr)

@@ -6,13 +6,13 @@ import asyncio
 from dataclasses import dataclass
 
 import model_store
-from service.config import Settings, job_folder
+from service.config import Settings
 from service.dataplane import DataPlane
+from service.job_backends import open_job_queue
 from service.job_events import JobEvents
 from service.job_gauges import JobGauges
 from service.job_queue import JobQueue
 from service.job_runner import JobWork
-from service.jobs import JobStore
 from service.peers import Peers
 from service.poller import Poller
 from service.predictor import Predictor
@@ -42,12 +42,12 @@ class Components:
 
         With `peers` (one worker of several), sequence steps go through a PeerRouter to the worker that owns
         the sequence, and this worker listens for the steps forwarded to it; alone, there is no router at all."""
-        jobs = await asyncio.to_thread(JobStore, job_folder(settings))
         store = await asyncio.to_thread(open_store, settings)  # a database-backed one migrates its schema first
         predictor = Predictor(
             store, settings.version_cache, settings.runtime, settings.onnx_threads, settings.onnx_max_elements
         )
         poller = Poller(predictor, settings.poll_interval, store.changes())
+        jobs = await asyncio.to_thread(open_job_queue, settings)
         dataplane = DataPlane(settings, store, predictor)
         peer_server = None
         if peers is not None:
@@ -86,4 +86,5 @@ class Components:
             await self.peer_server.close()
             await self.peer_server.router.close()
         await self.dataplane.close()
+        await asyncio.to_thread(self.jobs.close)
         await asyncio.to_thread(self.store.close)

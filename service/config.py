@@ -190,7 +190,22 @@ class Settings(StoreSettings):
         " its workers, and runs one job-runner process (lstm-worker) beside them instead",
     )
     job_heartbeat_timeout: float = Field(
-        15.0, gt=0, description="a running job whose runner is silent this long is marked failed"
+        15.0,
+        gt=0,
+        description="a running job whose runner is silent this long is marked failed (with LSTM_DATABASE_URL: a "
+        "runner cut off from PostgreSQL longer than this loses its jobs, and stops their training when it is back)",
+    )
+    job_work_dir: Path | None = Field(
+        None,
+        description="with LSTM_DATABASE_URL: the local folder where a runner keeps each running job's dataset and "
+        "train.log (removed when the job ends); unset: lstm-jobs in the system's temporary folder",
+    )
+    job_log_tail_bytes: int = Field(
+        64 * 1024,
+        ge=0,
+        le=16 * MIB,
+        description="the last bytes of a job's train.log that GET /train/{id}/logs shows (with LSTM_DATABASE_URL, "
+        "what each job's row keeps)",
     )
     max_dataset_elements: int = Field(
         1_000_000, ge=1, description="largest inline training dataset (inputs elements; 413 above)"
@@ -231,20 +246,6 @@ class Settings(StoreSettings):
         if token is not None and not token.get_secret_value().strip():
             raise ValueError("LSTM_API_TOKEN is set but empty; unset it (loopback-only management) or set a secret")
         return token
-
-
-S3_JOBS = (
-    "an s3:// store keeps its jobs in PostgreSQL, and this lstm-serve has no PostgreSQL job queue: serve an s3:// "
-    "store from a build that has one, or keep the store in a folder"
-)
-
-
-def job_folder(settings: Settings) -> Path:
-    """The folder of the SQLite job queue: the store's own (ValueError for a store that is not a folder)."""
-    folder = settings.store_folder
-    if folder is None:
-        raise ValueError(S3_JOBS)
-    return folder
 
 
 # The command line of lstm-serve and lstm-worker: every setting is a flag (--store for store_dir, as

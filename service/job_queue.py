@@ -1,7 +1,7 @@
 """JobQueue: what the /train routes, the job runner and the event hub need of a training-job backend.
 
-`service.jobs.JobStore` (SQLite in the store folder) implements it today; the scale-out issue implements
-it again over PostgreSQL, with `lstm-worker` processes on other hosts as the runners.
+`service.jobs.JobStore` (SQLite in the store folder) is the embedded default; `service.pg_jobs.PgJobQueue` implements
+it over PostgreSQL, with `lstm-worker` processes on any host as the runners (service/job_backends.py chooses).
 
 The contract every implementation keeps:
 - `create` refuses (BusyError) once `queue_max` jobs wait; a job is never queued without its dataset;
@@ -87,4 +87,12 @@ class JobQueue(Protocol):
 
     def fail_orphans(self, heartbeat_timeout: float) -> list[str]:
         """Jobs left running by a runner that died become failed, with the reason; their ids."""
+        ...
+
+    def log_tail(self, job_id: str, limit: int) -> str:
+        """The last `limit` bytes of the job's train.log, from any replica ('' before it started)."""
+        ...
+
+    def close(self) -> None:
+        """Let go of connections (the end of the process that opened the queue)."""
         ...

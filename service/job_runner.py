@@ -263,7 +263,7 @@ class JobRunner:
             self._running.pop(job.id, None)
         if result is not None:
             status = SUCCEEDED
-        elif (await anyio.to_thread.run_sync(self.jobs.get, job.id)).cancel_requested:
+        elif await self._cancel_requested(job.id):
             status, error = CANCELLED, "cancelled while running; nothing was registered"
         elif self._closing:
             status, error = FAILED, "the service was stopped while the job ran; nothing was registered"
@@ -274,15 +274,41 @@ class JobRunner:
                 error = exit_reason(process.returncode, tail)
             # The details (a traceback, paths) go to the server log and train.log, never into the job's error.
             log.warning("job %s failed: %s; the end of its train.log:\n%s", job.id, error, tail or "(empty)")
-        await anyio.to_thread.run_sync(lambda: self.jobs.finish(job.id, status, result=result, error=error))
+        await self._record(job.id, status, result, error)
         self.on_change(job.id)
         log.info("job %s %s", job.id, status)
         if status == SUCCEEDED:
             await self.on_success()
 
+    async def _cancel_requested(self, job_id: str) -> bool:
+        """Whether the job's cancellation was asked for (false when the database cannot say: it failed, then)."""
+        try:
+            return (await anyio.to_thread.run_sync(self.jobs.get, job_id)).cancel_requested
+        except model_store.StorageError as exc:
+            log.warning("job %s: cannot read whether it was cancelled: %s", job_id, exc)
+            return False
+
+    async def _record(self, job_id: str, status: str, result: dict[str, Any] | None, error: str | None) -> None:
+        """Record a job's outcome, retried while the job database is unreachable (a PostgreSQL restart), for as long
+        as the job would still be its runner's: past the heartbeat timeout another runner has failed it anyway."""
+        trouble = Condition(log, f"job {job_id}: outcome not recorded")
+        deadline = time.monotonic() + self.settings.heartbeat_timeout
+        while True:
+            try:
+                await anyio.to_thread.run_sync(lambda: self.jobs.finish(job_id, status, result=result, error=error))
+            except model_store.StorageError as exc:
+                trouble.failing(str(exc))
+                if time.monotonic() > deadline or self._closing:
+                    raise
+                await asyncio.sleep(self.settings.poll_interval)
+            else:
+                trouble.ok()
+                return
+
     async def _follow(self, job: Job, process: asyncio.subprocess.Process) -> tuple[dict[str, Any] | None, str | None]:
         """Read the child's JSON lines until it exits: progress into the database, then its result or error."""
         assert process.stdout is not None
+        trouble = Condition(log, f"job {job.id}: progress not recorded")
         result: dict[str, Any] | None = None
         error: str | None = None
         while True:
@@ -301,9 +327,14 @@ class JobRunner:
                 continue
             kind = event.pop("event", None)
             if kind == "progress":
-                await anyio.to_thread.run_sync(
-                    self.jobs.progress, job.id, int(event["epoch"]), int(event["max_epochs"]), float(event["loss"])
-                )
+                try:
+                    await anyio.to_thread.run_sync(
+                        self.jobs.progress, job.id, int(event["epoch"]), int(event["max_epochs"]), float(event["loss"])
+                    )
+                except model_store.StorageError as exc:  # a database restart: training goes on, the next epoch is
+                    trouble.failing(str(exc))  # recorded once it is back (said once, not every epoch)
+                else:
+                    trouble.ok()
                 self.on_change(job.id)
             elif kind == "result":
                 result = {

@@ -439,6 +439,21 @@ class JobStore:
                 db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
         return self.get(job_id)
 
+    def log_tail(self, job_id: str, limit: int) -> str:
+        """The last `limit` bytes of the job's train.log in the store folder ('' before it started)."""
+        self.get(job_id)  # JobNotFoundError for no such job
+        path = self.job_dir(job_id) / "train.log"
+        with storage_errors("reading the job's train.log"):
+            try:
+                with open(path, "rb") as handle:
+                    handle.seek(max(0, path.stat().st_size - limit))
+                    return handle.read().decode(errors="replace")
+            except FileNotFoundError:
+                return ""
+
+    def close(self) -> None:
+        """Nothing to let go of: every call opens and closes its own connection."""
+
     def fail_orphans(self, heartbeat_timeout: float) -> list[str]:
         """Jobs left running by a process that died become failed, with the reason.
 

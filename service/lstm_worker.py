@@ -1,5 +1,11 @@
 """The lstm-worker command: runs the training jobs of a store's queue in a process of its own, until SIGTERM.
 
+With LSTM_DATABASE_URL (or --database-url) the queue is PostgreSQL's (service/pg_jobs.py): any number of
+lstm-worker processes on any hosts claim each job exactly once, within LSTM_JOB_CONCURRENCY over all of them; a
+worker killed mid-job leaves a job that the next runner's check (any worker's, or a starting lstm-serve's) fails
+with the reason, at once on the same host, after LSTM_JOB_HEARTBEAT_TIMEOUT from another. Without it, the
+store folder's SQLite queue, shared by the processes of one host.
+
 `lstm-serve --workers N` (N > 1) runs one as its job-runner process (service/supervisor.py), so a
 lstm-serve has one runner whatever its worker count. On SIGTERM or SIGINT the runner stops: its training
 processes are killed and their jobs become failed, with the reason. A succeeded job's version reaches
@@ -16,10 +22,12 @@ import sys
 from collections.abc import Sequence
 
 from service.config import FLAGS as SERVE_FLAGS
-from service.config import Settings, job_folder
+from service.config import Settings
+from service.job_backends import open_job_queue
+from service.job_queue import JobQueue
 from service.job_runner import JobRunner, RunnerSettings, running
-from service.jobs import JobStore
 from service.logs import configure
+from service.pg_jobs import PgJobQueue
 from training.settings_cli import add_flags, settings_from
 from training.store_settings import StoreSettings
 
@@ -37,7 +45,8 @@ FLAGS = [
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lstm-worker",
-        description="Run the training jobs queued in a store (POST /train of any lstm-serve on it). It takes "
+        description="Run the training jobs queued in a store (POST /train of any lstm-serve on it), or with "
+        "--database-url in PostgreSQL, from any host. It takes "
         "lstm-serve's settings, as flags or LSTM_ variables (LSTM_JOB_* are the ones it uses, see the README); "
         "a flag given overrides its variable.",
     )
@@ -54,7 +63,11 @@ async def _nothing() -> None:
 
 async def run(settings: Settings) -> int:
     """Run jobs until SIGTERM or SIGINT; 0 once the runner has stopped and recorded its jobs."""
-    jobs = await asyncio.to_thread(JobStore, job_folder(settings))
+    try:
+        jobs = await asyncio.to_thread(open_job_queue, settings)
+    except ValueError as exc:  # e.g. a database URL that is not PostgreSQL's
+        print(f"lstm-worker: error: {exc}", file=sys.stderr)
+        return 2
     runner = JobRunner(
         jobs, settings.store_dir, RunnerSettings.from_settings(settings), _nothing, reach_flags=settings.reach_flags()
     )
@@ -62,11 +75,21 @@ async def run(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    async with running(runner):
-        log.info("job runner %s running the jobs of %s", runner.owner, settings.store_dir)
-        await stop.wait()
-        log.info("job runner stopping: its running jobs are stopped and marked failed")
+    try:
+        async with running(runner):
+            log.info("job runner %s running the jobs of %s", runner.owner, describe(jobs, settings))
+            await stop.wait()
+            log.info("job runner stopping: its running jobs are stopped and marked failed")
+    finally:
+        await asyncio.to_thread(jobs.close)
     return 0
+
+
+def describe(jobs: JobQueue, settings: Settings) -> str:
+    """Whose jobs these are, for the log: the PostgreSQL database (password hidden), else the store folder."""
+    if isinstance(jobs, PgJobQueue):
+        return f"{jobs.describe()} (store {settings.store_dir})"
+    return str(settings.store_dir)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -80,11 +103,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     else:
         settings = settings_from(Settings, parser, args, FLAGS)  # a bad value: exit 2
-    try:
-        job_folder(settings)
-    except ValueError as exc:
-        print(f"lstm-worker: error: {exc}", file=sys.stderr)
-        return 2
     try:
         configure(settings.log_level, settings.log_format)
     except ValueError as exc:  # logging names no such level

@@ -4,7 +4,6 @@ store poll is set to 60 s, so the periodic refresh cannot be what serves it)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -49,8 +48,6 @@ def served_version(url: str) -> int:
 def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "folder objects":
         return str(tmp_path / "store")
-    if importlib.util.find_spec("service.job_backends") is None:
-        pytest.skip("lstm-serve on an s3:// store needs the PostgreSQL job queue (service/job_backends.py)")
     return str(request.getfixturevalue("s3_bucket"))
 
 

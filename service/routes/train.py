@@ -11,6 +11,7 @@ import anyio.to_thread
 import numpy as np
 import orjson
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
@@ -163,6 +164,20 @@ async def cancel_job(job_id: str, settings: SettingsDep, jobs: JobsDep, wake: Jo
         await asyncio.sleep(0.05)
         job = await anyio.to_thread.run_sync(jobs.get, job_id)
     return json_response(job.public())
+
+
+@router.get(
+    "/{job_id}/logs",
+    response_class=Response,  # the errors stay JSON (the error body); the 200 is text/plain, declared here
+    responses={
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "the end of train.log"},
+        **error_responses(404),
+    },
+)
+async def job_logs(job_id: str, settings: SettingsDep, jobs: JobsDep) -> PlainTextResponse:
+    """The last LSTM_JOB_LOG_TAIL_BYTES of the job's train.log (lstm-train's stderr), from any replica."""
+    text = await anyio.to_thread.run_sync(jobs.log_tail, job_id, settings.job_log_tail_bytes)
+    return PlainTextResponse(text, headers={"Cache-Control": "no-cache"})
 
 
 def _event(name: str, payload: dict[str, Any]) -> dict[str, str]:

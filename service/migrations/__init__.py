@@ -1,0 +1,1 @@
+"""The training-job queue's schema: versioned SQL files, component "jobs" (model_store.postgres.migrate)."""
