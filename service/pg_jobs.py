@@ -369,15 +369,16 @@ class PgJobQueue:
         orphans = []
         for row in rows:
             silent = row["heartbeat_at"] is None or row["now"] - row["heartbeat_at"] > heartbeat_timeout
-            if silent:
+            # A dead process of this host first: the surer reason, whether or not its heartbeat is stale yet.
+            if owner_is_dead(row["owner"]):
+                reason = (
+                    f"the process running this job ({row['owner']}) stopped before it finished; nothing was registered"
+                )
+            elif silent:
                 reason = (
                     f"its runner ({row['owner']}) sent no heartbeat for over {heartbeat_timeout:g} s "
                     "(LSTM_JOB_HEARTBEAT_TIMEOUT): it stopped, or lost the database and stops the training when "
                     "it is back"
-                )
-            elif owner_is_dead(row["owner"]):
-                reason = (
-                    f"the process running this job ({row['owner']}) stopped before it finished; nothing was registered"
                 )
             else:
                 continue

@@ -34,7 +34,7 @@ DEAD_PID = 2**22 + 12345  # above the kernel's pid_max default, so never alive
 # The cheapest real training: the tutorial preset on a tiny dataset of the job's own, one small layer.
 QUICK = {"hidden_size": 2, "max_epochs": 1}
 ENDLESS = {"hidden_size": 2, "max_epochs": 100_000}
-JOBS = 12  # the two-worker run's jobs
+JOBS = 6  # the two-worker run's jobs
 DATASET = (np.linspace(0, 1, 80, dtype=np.float32).reshape(20, 4, 1), np.ones((20, 4, 1), np.float32))
 
 
@@ -197,7 +197,7 @@ class Worker:
     def __init__(self, url: str, store: Path, log: Path, *options: str, hostname: str | None = None) -> None:
         command = [
             sys.executable, "-m", "service.lstm_worker", "--store", str(store), "--database-url", url,
-            "--job-poll-interval", "0.1", "--job-work-dir", str(log.with_suffix(".work")), *options,
+            "--job-poll-interval", "0.1", "--job-work-dir", str(log.with_suffix(".work")), "--no-job-pt2", *options,
         ]  # fmt: skip
         if hostname is not None:  # another host, as far as owners go: a UTS namespace of its own
             command = ["unshare", "--uts", "sh", "-c", f'hostname {hostname} && exec "$@"', "sh", *command]
@@ -290,7 +290,7 @@ def pg_queue(database_url: str, tmp_path: Path) -> Iterator[PgJobQueue]:
 def test_two_workers_run_every_job_exactly_once_within_the_concurrency_cap(
     database_url: str, pg_queue: PgJobQueue, tmp_path: Path, workers: list[Worker]
 ) -> None:
-    # 12 jobs keep the suite's budget (each is a training process, ~10 s on 2 cores); the exactly-once claim
+    # 6 jobs keep the suite's budget (each is a training process, ~10 s on 2 cores); the exactly-once claim
     # itself is raced harder at the queue in test_runners_racing_for_jobs_each_get_different_ones.
     store = tmp_path / "store"
     ids = [submit(pg_queue, QUICK) for _ in range(JOBS)]

@@ -44,7 +44,7 @@ SAMPLE = {"inputs": [[[0.1]], [[0.2]], [[0.3]]]}
 # The test process reaches the replicas over the bridge, not loopback: management routes need the token.
 TOKEN = "scale-out-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-JOBS = 6  # shared by two workers (tests/test_pg_jobs.py runs more, on loopback)
+JOBS = 4  # shared by two workers (tests/test_pg_jobs.py runs more, on loopback)
 
 
 @dataclass
