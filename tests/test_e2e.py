@@ -113,16 +113,20 @@ def test_a_taken_port_stops_lstm_serve_with_workers_at_once(tmp_path: Path) -> N
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
 
 
+# Generous: the other worker switches at its next store poll, which a busy machine delays by seconds.
+SETTLE = 10.0
+
+
 def test_promotion_under_load_drops_nothing_and_every_worker_switches(two_workers: Server) -> None:
     body = {"inputs": np.sin(0.2 * np.arange(30)).reshape(30, 1, 1).tolist()}
     results: list[tuple[float, int, int]] = []  # (sent at, status, version)
     promoted_at = float("inf")
-    give_up = time.monotonic() + 60.0
+    give_up = time.monotonic() + 120.0
 
     def enough() -> bool:
-        # Run until 20 requests have been sent more than 2 s after the promotion (bounded: a busy
+        # Run until 20 requests have been sent more than SETTLE s after the promotion (bounded: a busy
         # machine slows requests down, it must not make the test pass or fail by luck).
-        late = sum(1 for sent, _, _ in results if sent > promoted_at + 2.0)
+        late = sum(1 for sent, _, _ in results if sent > promoted_at + SETTLE)
         return late >= 20 or time.monotonic() > give_up
 
     def hammer() -> None:
@@ -147,7 +151,7 @@ def test_promotion_under_load_drops_nothing_and_every_worker_switches(two_worker
     assert all(status == 200 for _, status, _ in results), [r for r in results if r[1] != 200][:5]
     assert {version for _, _, version in results} <= {1, 2}
     assert any(version == 2 for sent, _, version in results if sent < promoted_at)
-    late = [version for sent, _, version in results if sent > promoted_at + 2.0]
+    late = [version for sent, _, version in results if sent > promoted_at + SETTLE]
     assert len(late) >= 20 and set(late) == {1}
     metrics = httpx.get(f"{two_workers.url}/metrics").text
     served = [line for line in metrics.splitlines() if line.startswith("lstm_served_version{")]

@@ -5,6 +5,7 @@ two workers and a worker killed mid-job."""
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -39,12 +40,16 @@ TINY_JOB: dict[str, Any] = {
     "short_batch_size": 8,
 }
 ENDLESS_JOB = TINY_JOB | {"max_epochs": 100_000}
+# The cheapest real job: one epoch of a tiny model on a small dataset of the request's own.
+QUICK_JOB: dict[str, Any] = {"hidden_size": 2, "max_epochs": 1}
+_X = [[[round(math.sin(0.3 * t + b), 6)] for b in range(4)] for t in range(30)]  # (30, 4, 1)
+DATASET = {"inputs": _X, "targets": [[[0.5 * v[0]] for v in row] for row in _X]}
 FINISHED = ("succeeded", "failed", "cancelled")
 SAMPLE = {"inputs": [[[0.1]], [[0.2]], [[0.3]]]}
 # The test process reaches the replicas over the bridge, not loopback: management routes need the token.
 TOKEN = "scale-out-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-JOBS = 4  # shared by two workers (tests/test_pg_jobs.py runs more, on loopback)
+JOBS = 20  # shared by two workers, as the issue asks (each job cheap: one epoch, a tiny dataset)
 
 
 @dataclass
@@ -76,6 +81,7 @@ class Cluster:
             "LSTM_S3_ATTEMPTS": "1",
             "LSTM_API_TOKEN": TOKEN,
             "LSTM_JOB_PT2": "false",
+            "LSTM_JOB_CONCURRENCY": "2",  # over both workers: each can run one at a time
             **extra,
         }
 
@@ -262,8 +268,9 @@ def _wait_job(url: str, job_id: str, until: tuple[str, ...] = FINISHED, timeout:
     raise AssertionError(f"job {job_id} did not reach {until}: {job}")
 
 
-def _submit(url: str, params: dict[str, Any]) -> str:
-    response = httpx.post(f"{url}/train", json={"params": params, "promote": "never"}, headers=AUTH, timeout=30)
+def _submit(url: str, params: dict[str, Any], dataset: dict[str, Any] | None = None) -> str:
+    body = {"params": params, "promote": "never"} | ({"dataset": dataset} if dataset else {})
+    response = httpx.post(f"{url}/train", json=body, headers=AUTH, timeout=30)
     assert response.status_code == 202, response.text
     return str(response.json()["id"])
 
@@ -273,7 +280,7 @@ def test_two_workers_on_hosts_of_their_own_run_each_job_exactly_once(cluster: Cl
     store = cluster.store()
     before = set(store.versions("lstm"))
     # Queued on both replicas alike: one queue.
-    jobs = [_submit(cluster.replicas[i % 2], TINY_JOB) for i in range(JOBS)]
+    jobs = [_submit(cluster.replicas[i % 2], QUICK_JOB, DATASET) for i in range(JOBS)]
     done = [_wait_job(cluster.replicas[0], job) for job in jobs]
     assert [job["status"] for job in done] == ["succeeded"] * JOBS, [job.get("error") for job in done]
     published = set(store.versions("lstm")) - before
