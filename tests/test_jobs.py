@@ -209,7 +209,7 @@ def test_promotion_policies_through_the_api(jobs_client: TestClient, store: mode
         assert done["status"] == "succeeded", done
         return done["result"]  # type: ignore[no-any-return]
 
-    assert train(300, "always")["promoted"] is True
+    assert train(100, "always")["promoted"] is True
     worse = train(1, "if_better")
     assert worse["promoted"] is False and "worse than serving version 1" in worse["promotion_reason"]
     assert train(1, "never")["promoted"] is False

@@ -82,6 +82,7 @@ class Cluster:
             "LSTM_API_TOKEN": TOKEN,
             "LSTM_JOB_PT2": "false",
             "LSTM_JOB_CONCURRENCY": "2",  # over both workers: each can run one at a time
+            "LSTM_JOB_QUEUE_MAX": "100",  # the JOBS are queued at once
             **extra,
         }
 
