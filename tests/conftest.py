@@ -39,6 +39,35 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return 2 * model_store.cpu_budget().threads
 
 
+# The files that take longest (training jobs, real servers), longest first. Collected first, xdist's loadfile
+# hands them out first, so the short files fill the gaps at the end instead of one long file running alone.
+SLOW_FILES = (
+    "test_scale_out.py",
+    "test_jobs.py",
+    "test_pg_jobs.py",
+    "test_supervisor.py",
+    "test_onnx_import.py",
+    "test_import.py",
+    "test_e2e.py",
+    "test_client.py",
+    "test_cli_client.py",
+    "test_page.py",
+    "test_training.py",
+    "test_catalog_e2e.py",
+    "test_sequences.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow files first (SLOW_FILES' order), the rest as collected; each file's tests keep their order."""
+
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return SLOW_FILES.index(name) if name in SLOW_FILES else len(SLOW_FILES)
+
+    items.sort(key=rank)
+
+
 class OneShotRegressor(nn.Module):
     """What versions exported before sequence support hold: LSTMRegressor's `forward` alone (no forward_state);
     built in the same order, so a seed gives the same weights as LSTMRegressor's."""
