@@ -9,7 +9,7 @@ version both, rebuilt from its checkpoint's weights.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -43,16 +43,50 @@ def _worst(got: np.ndarray, want: torch.Tensor, what: str, kind: str = "ONNX") -
     return float(np.abs(got - want.numpy()).max())
 
 
-@torch.inference_mode()
-def check_forward(data: bytes, reference: Reference, input_size: int, seed: int) -> float:
-    """Largest |ONNX - reference| of `forward` over ONNX_PARITY_SHAPES; raises OnnxParityError above tolerance."""
-    session = onnx_runtime.load(data)
+def _forward_worst(
+    run: Callable[[torch.Tensor], np.ndarray], references: tuple[Reference, ...], input_size: int, seed: int, kind: str
+) -> float:
+    """Largest |run(x) - reference(x)| of `forward` over ONNX_PARITY_SHAPES and every reference."""
     generator = torch.Generator().manual_seed(seed)
     worst = 0.0
     for seq, batch in ONNX_PARITY_SHAPES:
         x = torch.randn(seq, batch, input_size, generator=generator)  # (seq, batch, input)
-        (y,) = session.run(x.numpy())  # (seq, batch, output)
-        worst = max(worst, _worst(y, reference(x), f"forward at {(seq, batch, input_size)}"))
+        y = run(x)  # (seq, batch, output)
+        for reference in references:
+            worst = max(worst, _worst(y, reference(x), f"forward at {(seq, batch, input_size)}", kind))
+    return worst
+
+
+def _state_worst(
+    run: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], Sequence[np.ndarray]],
+    model: nn.Module,
+    config: ModelConfig,
+    seed: int,
+    kind: str,
+) -> float:
+    """Largest |run - eager| of the state-carrying method (y, hn, cn) from random states over ONNX_PARITY_SHAPES."""
+    step = getattr(model, STATE_METHOD)
+    generator = torch.Generator().manual_seed(seed)
+    worst = 0.0
+    for seq, batch in ONNX_PARITY_SHAPES:
+        x = torch.randn(seq, batch, config.input_size, generator=generator)  # (seq, batch, input)
+        h = torch.randn(config.num_layers, batch, config.hidden_size, generator=generator)  # (layers, batch, hidden)
+        c = torch.randn(config.num_layers, batch, config.hidden_size, generator=generator)
+        for name, mine, theirs in zip(onnx_runtime.STATE_OUTPUTS, run(x, h, c), step(x, h, c), strict=True):
+            worst = max(worst, _worst(mine, theirs, f"{name} at {(seq, batch, config.input_size)}", kind))
+    return worst
+
+
+@torch.inference_mode()
+def check_forward(data: bytes, reference: Reference, input_size: int, seed: int) -> float:
+    """Largest |ONNX - reference| of `forward` over ONNX_PARITY_SHAPES; raises OnnxParityError above tolerance."""
+    session = onnx_runtime.load(data)
+
+    def run(x: torch.Tensor) -> np.ndarray:
+        (y,) = session.run(x.numpy())  # exactly one output, (seq, batch, output)
+        return y
+
+    worst = _forward_worst(run, (reference,), input_size, seed, "ONNX")
     if not worst <= ONNX_PARITY_TOLERANCE:  # `not <=`: a NaN fails too
         raise OnnxParityError(f"ONNX forward differs from the model by {worst:.3g} > {ONNX_PARITY_TOLERANCE:g}")
     return worst
@@ -62,16 +96,9 @@ def check_forward(data: bytes, reference: Reference, input_size: int, seed: int)
 def check_state(data: bytes, model: nn.Module, config: ModelConfig, seed: int) -> float:
     """Largest |ONNX - eager| of the state-carrying method from random states; raises OnnxParityError above it."""
     session = onnx_runtime.load(data, expected_inputs=onnx_runtime.STATE_INPUTS)
-    step = getattr(model, STATE_METHOD)
-    generator = torch.Generator().manual_seed(seed)
-    worst = 0.0
-    for seq, batch in ONNX_PARITY_SHAPES:
-        x = torch.randn(seq, batch, config.input_size, generator=generator)  # (seq, batch, input)
-        h = torch.randn(config.num_layers, batch, config.hidden_size, generator=generator)  # (layers, batch, hidden)
-        c = torch.randn(config.num_layers, batch, config.hidden_size, generator=generator)
-        got = session.run(x.numpy(), h.numpy(), c.numpy())  # y (seq, batch, output), hn and cn like h
-        for name, mine, theirs in zip(onnx_runtime.STATE_OUTPUTS, got, step(x, h, c), strict=True):
-            worst = max(worst, _worst(mine, theirs, f"{name} at {(seq, batch, config.input_size)}"))
+    worst = _state_worst(
+        lambda x, h, c: session.run(x.numpy(), h.numpy(), c.numpy()), model, config, seed, "ONNX"
+    )  # y (seq, batch, output), hn and cn like h
     if not worst <= ONNX_PARITY_TOLERANCE:
         raise OnnxParityError(f"ONNX {STATE_METHOD} differs from the model by {worst:.3g} > {ONNX_PARITY_TOLERANCE:g}")
     return worst
@@ -82,13 +109,7 @@ def check_pt2_forward(data: bytes, references: tuple[Reference, ...], input_size
     """Largest |.pt2 - reference| of `forward` over ONNX_PARITY_SHAPES and every reference (the program as
     torch.export.load reads it back); raises ExportParityError above tolerance or for a wrong output shape."""
     program = pt2_export.load(data)
-    generator = torch.Generator().manual_seed(seed)
-    worst = 0.0
-    for seq, batch in ONNX_PARITY_SHAPES:
-        x = torch.randn(seq, batch, input_size, generator=generator)  # (seq, batch, input)
-        y = program(x).numpy()  # (seq, batch, output)
-        for reference in references:
-            worst = max(worst, _worst(y, reference(x), f"forward at {(seq, batch, input_size)}", ".pt2"))
+    worst = _forward_worst(lambda x: program(x).numpy(), references, input_size, seed, ".pt2")
     if not worst <= ONNX_PARITY_TOLERANCE:
         raise ExportParityError(f".pt2 forward differs from the model by {worst:.3g} > {ONNX_PARITY_TOLERANCE:g}")
     return worst
@@ -98,15 +119,7 @@ def check_pt2_forward(data: bytes, references: tuple[Reference, ...], input_size
 def check_pt2_state(data: bytes, model: nn.Module, config: ModelConfig, seed: int) -> float:
     """Largest |.pt2 - eager| of the state-carrying method from random states; raises ExportParityError above it."""
     program = pt2_export.load(data)
-    step = getattr(model, STATE_METHOD)
-    generator = torch.Generator().manual_seed(seed)
-    worst = 0.0
-    for seq, batch in ONNX_PARITY_SHAPES:
-        x = torch.randn(seq, batch, config.input_size, generator=generator)  # (seq, batch, input)
-        h = torch.randn(config.num_layers, batch, config.hidden_size, generator=generator)  # (layers, batch, hidden)
-        c = torch.randn(config.num_layers, batch, config.hidden_size, generator=generator)
-        for name, mine, theirs in zip(onnx_runtime.STATE_OUTPUTS, program(x, h, c), step(x, h, c), strict=True):
-            worst = max(worst, _worst(mine.numpy(), theirs, f"{name} at {(seq, batch, config.input_size)}", ".pt2"))
+    worst = _state_worst(lambda x, h, c: [t.numpy() for t in program(x, h, c)], model, config, seed, ".pt2")
     if not worst <= ONNX_PARITY_TOLERANCE:
         raise ExportParityError(
             f".pt2 {STATE_METHOD} differs from the model by {worst:.3g} > {ONNX_PARITY_TOLERANCE:g}"
