@@ -223,16 +223,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def settings_of(args: argparse.Namespace) -> StoreSettings:
-    """The store's settings among the parsed flags (already checked by parse_args)."""
-    return StoreSettings(
-        store_dir=args.store,
-        database_url=args.database_url,
-        cache_dir=args.cache_dir,
-        database_pool_size=args.database_pool_size,
-        s3_connect_timeout=args.s3_connect_timeout,
-        s3_read_timeout=args.s3_read_timeout,
-        s3_attempts=args.s3_attempts,
-    )
+    """The store's settings among the parsed flags (already checked by parse_args): every StoreSettings field
+    that is a flag, so a store setting added there reaches lstm-train without a line here."""
+    fields = {flag.field: getattr(args, flag.dest) for flag in FLAGS if flag.field in StoreSettings.model_fields}
+    return StoreSettings(**fields)
 
 
 def memory_limit() -> str:
