@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 import torch
@@ -74,6 +74,7 @@ POOL_SIZE = 4  # connections per process: reads are short, and the service calls
 POOL_TIMEOUT_SECONDS = 10.0  # how long a call waits for a connection before it is a StorageError
 
 Connection = psycopg.Connection[tuple[Any, ...]]
+RowLock = Literal["", " FOR UPDATE", " FOR KEY SHARE"]  # the clause _version_row appends to its SELECT
 
 
 class CatalogStore:
@@ -145,6 +146,17 @@ class CatalogStore:
             raise ModelNotFoundError(f"model {name!r} not found")
         raise VersionNotFoundError(f"model {name!r} has no version {version}")
 
+    def _version_row(self, conn: Connection, name: str, version: int, lock: RowLock = "") -> str:
+        """The manifest text of a version, its row locked as `lock` says until the transaction ends;
+        ModelNotFoundError or VersionNotFoundError when there is none."""
+        row = conn.execute(
+            f"SELECT manifest FROM catalog_versions WHERE model = %s AND version = %s{lock}", (name, version)
+        ).fetchone()
+        if row is None:
+            self._raise_missing(conn, name, version)
+        assert row is not None  # _raise_missing always raises
+        return str(row[0])
+
     def _aliases_of(self, conn: Connection, name: str) -> dict[str, int]:
         rows = conn.execute("SELECT alias, version FROM catalog_aliases WHERE model = %s ORDER BY alias", (name,))
         return {str(alias): int(version) for alias, version in rows.fetchall()}
@@ -187,13 +199,7 @@ class CatalogStore:
         check_name(name)
         check_version(version)
         with self._connection(f"reading the manifest of {name!r} version {version}") as conn:
-            row = conn.execute(
-                "SELECT manifest FROM catalog_versions WHERE model = %s AND version = %s", (name, version)
-            ).fetchone()
-            if row is None:
-                self._raise_missing(conn, name, version)
-        assert row is not None  # _raise_missing always raises
-        return str(row[0])
+            return self._version_row(conn, name, version)
 
     def manifest(self, name: str, version: int) -> Manifest:
         return _parse_manifest(name, version, self._manifest_text(name, version))
@@ -376,13 +382,7 @@ class CatalogStore:
         check_new_files(True, dict(files), onnx, pt2, None)
         digests = self._upload(files)
         with self._transaction(f"adding ONNX files to {name!r} version {version}", notify=name) as conn:
-            row = conn.execute(
-                "SELECT manifest FROM catalog_versions WHERE model = %s AND version = %s FOR UPDATE", (name, version)
-            ).fetchone()
-            if row is None:
-                self._raise_missing(conn, name, version)
-            assert row is not None
-            manifest = _parse_manifest(name, version, str(row[0]))
+            manifest = _parse_manifest(name, version, self._version_row(conn, name, version, " FOR UPDATE"))
             if manifest.sha256 != checkpoint:
                 raise IntegrityError(
                     f"{name} version {version}'s checkpoint is {manifest.sha256}, not the {checkpoint} exported from"
@@ -406,11 +406,7 @@ class CatalogStore:
         check_version(version)
         with self._transaction(f"setting alias {alias!r} of {name!r}", notify=name) as conn:
             # FOR KEY SHARE: a delete of this version waits for the commit (and then finds the alias).
-            found = conn.execute(
-                "SELECT 1 FROM catalog_versions WHERE model = %s AND version = %s FOR KEY SHARE", (name, version)
-            ).fetchone()
-            if found is None:
-                self._raise_missing(conn, name, version)
+            self._version_row(conn, name, version, " FOR KEY SHARE")
             conn.execute(
                 "INSERT INTO catalog_aliases (model, alias, version) VALUES (%s, %s, %s) "
                 "ON CONFLICT (model, alias) DO UPDATE SET version = EXCLUDED.version",
@@ -438,11 +434,7 @@ class CatalogStore:
         check_name(name)
         check_version(version)
         with self._transaction(f"deleting {name!r} version {version}", notify=name) as conn:
-            found = conn.execute(
-                "SELECT 1 FROM catalog_versions WHERE model = %s AND version = %s FOR UPDATE", (name, version)
-            ).fetchone()
-            if found is None:
-                self._raise_missing(conn, name, version)
+            self._version_row(conn, name, version, " FOR UPDATE")
             holders = sorted(alias for alias, target in self._aliases_of(conn, name).items() if target == version)
             if holders:
                 raise VersionInUseError(f"{name} version {version} is aliased by {holders}; point them elsewhere first")
