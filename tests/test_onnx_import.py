@@ -21,6 +21,7 @@ from model_store.imported import ImportCheckError
 from service import runtimes
 from service.predictor import Predictor
 from tests.conftest import make_client, save_tiny
+from tests.test_import import in_process, no_versions, sines
 from training.__main__ import main
 from training.importing import import_model
 from training.model import LSTMRegressor, ModelConfig
@@ -41,25 +42,6 @@ def onnx_file(model: nn.Module, input_size: int = 1) -> bytes:
 class NaNModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * float("nan")  # (seq, batch, 1), every element NaN
-
-
-def sines(seq: int = 30, batch: int = 3) -> np.ndarray:
-    t = np.arange(seq)[:, None] * 0.1 + np.arange(batch)[None, :]
-    x: np.ndarray = np.sin(t)[:, :, None].astype(np.float32)  # (seq, batch, 1)
-    return x
-
-
-def in_process(model: nn.Module, x: np.ndarray) -> np.ndarray:
-    with torch.inference_mode():
-        result: np.ndarray = model(torch.from_numpy(x)).numpy()
-    return result
-
-
-def nothing_registered(store: model_store.ModelStore) -> None:
-    assert store.versions("ext") == []
-    folder = store.root / "ext"
-    if folder.exists():
-        assert not [p for p in folder.iterdir() if p.name.startswith(".staging")], list(folder.iterdir())
 
 
 def test_an_onnx_file_over_http_is_published_without_a_checkpoint_and_served_by_onnxruntime(
@@ -128,7 +110,7 @@ def test_each_bad_onnx_file_is_a_422_naming_its_check(case: str, store: model_st
         assert f"import check {check!r} failed" in response.json()["error"]
         auto = client.post(URL, content=data, headers=OCTETS)  # detected: not a zip, so ONNX; the same check
         assert auto.status_code == 422 and f"import check {check!r} failed" in auto.json()["error"]
-    nothing_registered(store)
+    no_versions(store)
 
 
 def test_an_onnx_file_over_the_limit_fails_the_size_check(store: model_store.ModelStore) -> None:
@@ -140,7 +122,7 @@ def test_an_onnx_file_over_the_limit_fails_the_size_check(store: model_store.Mod
         assert len(data) > 1024
         response = client.post(URL, content=data, headers=OCTETS)
         assert response.status_code == 413 and "LSTM_IMPORT_MAX_BYTES" in response.json()["error"]
-    nothing_registered(store)
+    no_versions(store)
 
 
 def test_runtime_selection_for_an_onnx_only_version(store: model_store.ModelStore) -> None:
@@ -264,4 +246,4 @@ def test_an_onnx_file_whose_weights_point_at_files_is_refused(
         with pytest.raises(ImportCheckError) as raised:
             import_model(store, "ext", data)
         assert raised.value.check == "format", location
-    nothing_registered(store)
+    no_versions(store)

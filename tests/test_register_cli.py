@@ -17,7 +17,8 @@ from model_store import onnx_runtime
 from tests.conftest import save_tiny
 from tests.test_cli_client import lstm
 from tests.test_e2e import Server, start_server, stop
-from tests.test_onnx_import import NaNModel, eager, in_process, sines
+from tests.test_import import in_process, sines
+from tests.test_onnx_import import NaNModel, eager
 
 pytestmark = pytest.mark.slow
 TOKEN = "open-sesame"
