@@ -44,8 +44,9 @@ _EXPORT_WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
 )
 
 
-class _StateCarrying(nn.Module):
-    """An eager module's state-carrying method as the `forward` the exporter traces."""
+class StateCarrying(nn.Module):
+    """An eager module's state-carrying method as the `forward` an exporter traces (ONNX's, and torch.export's in
+    model_store/pt2_export.py)."""
 
     def __init__(self, inner: nn.Module, method: str) -> None:
         super().__init__()
@@ -93,7 +94,7 @@ def export_state(module: nn.Module, method: str, input_size: int, num_layers: in
     x = torch.zeros(EXAMPLE_SEQ, EXAMPLE_BATCH, input_size)  # (seq, batch, input)
     h = torch.zeros(num_layers, EXAMPLE_BATCH, hidden_size)  # (num_layers, batch, hidden)
     axes = {"input": _SEQUENCE_AXES, "output": _SEQUENCE_AXES} | dict.fromkeys(("h0", "c0", "hn", "cn"), _STATE_AXES)
-    return _export(_StateCarrying(module, method), (x, h, h.clone()), STATE_INPUTS, STATE_OUTPUTS, axes)
+    return _export(StateCarrying(module, method), (x, h, h.clone()), STATE_INPUTS, STATE_OUTPUTS, axes)
 
 
 def operators(data: bytes) -> set[str]:

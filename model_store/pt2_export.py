@@ -22,6 +22,8 @@ import torch
 import torch.export._patches  # not imported by `import torch`
 from torch import nn
 
+from model_store.onnx_runtime import StateCarrying
+
 FORWARD_FILE = "model.pt2"
 STATE_FILE = "model_state.pt2"
 EXPORTER = (
@@ -32,19 +34,6 @@ EXAMPLE_SEQ, EXAMPLE_BATCH = 20, 5
 # What torch 2.13's while_loop tracing says of its own helper on every export (strict mode; the non-strict mode
 # adds a warning about nn.LSTM's _flat_weights being reassigned, hence strict).
 _EXPORT_WARNING = r"_check_is_size will be removed in a future PyTorch release"
-
-
-class _StateCarrying(nn.Module):
-    """An eager module's state-carrying method as the `forward` torch.export traces."""
-
-    def __init__(self, inner: nn.Module, method: str) -> None:
-        super().__init__()
-        self.inner = inner
-        self.method = method
-
-    def forward(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        result: tuple[torch.Tensor, ...] = getattr(self.inner, self.method)(x, h, c)
-        return result
 
 
 @contextmanager
@@ -87,7 +76,7 @@ def export_state(module: nn.Module, method: str, input_size: int, num_layers: in
     x = torch.zeros(EXAMPLE_SEQ, EXAMPLE_BATCH, input_size)  # (seq, batch, input)
     h = torch.zeros(num_layers, EXAMPLE_BATCH, hidden_size)  # (num_layers, batch, hidden)
     shapes = ({0: seq, 1: batch}, {1: batch}, {1: batch})
-    return _export(_StateCarrying(module, method), (x, h, h.clone()), shapes)
+    return _export(StateCarrying(module, method), (x, h, h.clone()), shapes)
 
 
 def load(data: bytes) -> Callable[..., Any]:
