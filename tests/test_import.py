@@ -9,7 +9,7 @@ import pickle
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 import model_store
-from model_store.imported import ImportCheckError
+from model_store.imported import ImportCheckError, ImportFormat
 from tests.conftest import OneShotRegressor, make_client
 from training.importing import import_model
 from training.model import LSTMRegressor, ModelConfig
@@ -193,9 +193,21 @@ def zip_bytes(tmp_path: Path) -> bytes:
 @pytest.mark.parametrize(
     "case", ["not a zip", "not onnx", "a zip that is not TorchScript", "input size 2", "output size 2", "NaN outputs"]
 )
-def test_each_bad_file_is_a_422_naming_its_check_and_nothing_is_registered(
+def test_each_bad_file_fails_its_check_and_publishes_nothing(
     case: str, tmp_path: Path, store: model_store.ModelStore
 ) -> None:
+    data, fmt, check = bad_files(tmp_path)[case]
+    with pytest.raises(ImportCheckError) as raised:
+        import_model(store, "ext", data, None if fmt == "auto" else cast(ImportFormat, fmt))
+    assert raised.value.check == check
+    no_versions(store)
+
+
+@pytest.mark.parametrize("case", ["not a zip", "NaN outputs"])  # refused before loading, and after running
+def test_a_bad_file_over_http_is_a_422_naming_its_check_and_nothing_is_registered(
+    case: str, tmp_path: Path, store: model_store.ModelStore
+) -> None:
+    """The route answers what the checks above find, through the lstm-train import child (one per post)."""
     data, fmt, check = bad_files(tmp_path)[case]
     with make_client(store) as client:
         response = client.post(
@@ -213,11 +225,14 @@ def test_a_pickle_is_refused_and_never_unpickled(tmp_path: Path, store: model_st
     pickle.loads(data).close()  # the file is what it claims: unpickling it makes the marker
     assert marker.exists()
     marker.unlink()
-    with make_client(store) as client:
-        for fmt in ("auto", "torchscript", "onnx"):
-            response = client.post(f"{URL}?format={fmt}", content=data, headers={"content-type": "application/zip"})
-            assert response.status_code == 422, response.text
-            assert "import check 'format' failed" in response.json()["error"]
+    for fmt in ("torchscript", "onnx", None):  # in this process: had it been unpickled, the marker would be back
+        with pytest.raises(ImportCheckError) as raised:
+            import_model(store, "ext", data, fmt)
+        assert raised.value.check == "format"
+    with make_client(store) as client:  # and over HTTP, through the child
+        response = client.post(f"{URL}?format=auto", content=data, headers={"content-type": "application/zip"})
+        assert response.status_code == 422, response.text
+        assert "import check 'format' failed" in response.json()["error"]
     assert not marker.exists()
     no_versions(store)
 

@@ -17,7 +17,7 @@ from torch import nn
 
 import model_store
 from model_store import onnx_runtime
-from model_store.imported import ImportCheckError
+from model_store.imported import ImportCheckError, ImportFormat
 from service import runtimes
 from service.predictor import Predictor
 from tests.conftest import make_client, save_tiny
@@ -102,14 +102,25 @@ def bad_onnx_files() -> dict[str, tuple[bytes, str]]:
 
 
 @pytest.mark.parametrize("case", ["wrong output shape", "wrong input shape", "NaN outputs", "not a model"])
-def test_each_bad_onnx_file_is_a_422_naming_its_check(case: str, store: model_store.ModelStore) -> None:
+@pytest.mark.parametrize("fmt", ["onnx", None])  # None: detected (not a zip, so ONNX), the same check
+def test_each_bad_onnx_file_fails_its_check_and_publishes_nothing(
+    case: str, fmt: ImportFormat | None, store: model_store.ModelStore
+) -> None:
     data, check = bad_onnx_files()[case]
+    with pytest.raises(ImportCheckError) as raised:
+        import_model(store, "ext", data, fmt)
+    assert raised.value.check == check
+    no_versions(store)
+
+
+def test_a_bad_onnx_file_over_http_is_a_422_naming_its_check(store: model_store.ModelStore) -> None:
+    """The route answers what the checks above find, through the lstm-train import child (one per post, so one)."""
+    data, check = bad_onnx_files()["wrong output shape"]
     with make_client(store) as client:
-        response = client.post(f"{URL}?format=onnx", content=data, headers=OCTETS)
+        response = client.post(URL, content=data, headers=OCTETS)
         assert response.status_code == 422, response.text
         assert f"import check {check!r} failed" in response.json()["error"]
-        auto = client.post(URL, content=data, headers=OCTETS)  # detected: not a zip, so ONNX; the same check
-        assert auto.status_code == 422 and f"import check {check!r} failed" in auto.json()["error"]
+        assert client.get("/models").json()["models"] == []
     no_versions(store)
 
 
