@@ -14,6 +14,7 @@ service's own codec in this process, on one thread, without any transport: µs p
 from __future__ import annotations
 
 import argparse
+import asyncio
 import http.client
 import multiprocessing
 import statistics
@@ -37,8 +38,14 @@ from service import grpc_codec, oip
 from service.grpc_proto import inference_pb2 as pb
 from training import LSTMRegressor, ModelConfig
 
-TRANSPORTS = ("grpc", "oip_binary", "oip_json")
-LABEL = {"grpc": "gRPC unary (raw contents)", "oip_binary": "REST OIP binary", "oip_json": "REST OIP JSON"}
+TRANSPORTS = ("grpc", "grpc_aio", "oip_binary", "oip_json")
+LABEL = {
+    "grpc": "gRPC unary (raw contents)",
+    "grpc_aio": "gRPC unary, grpc.aio client",
+    "oip_binary": "REST OIP binary",
+    "oip_json": "REST OIP JSON",
+}
+METHOD = "/inference.GRPCInferenceService/ModelInfer"
 
 
 def requests_for(payload: Payload) -> dict[str, tuple[bytes, dict[str, str]]]:
@@ -58,6 +65,7 @@ def requests_for(payload: Payload) -> dict[str, tuple[bytes, dict[str, str]]]:
     as_json = orjson.dumps({"inputs": [{**spec, "data": x.ravel().tolist()}]})
     return {
         "grpc": (message.SerializeToString(), {}),
+        "grpc_aio": (message.SerializeToString(), {}),
         "oip_binary": (header + raw, binary_headers),
         "oip_json": (as_json, {"Content-Type": "application/json"}),
     }
@@ -74,7 +82,7 @@ def _client_thread(
 ) -> None:
     if transport == "grpc":
         channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}", options=[("grpc.use_local_subchannel_pool", 1)])
-        call: Any = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")  # type: ignore[call-arg]
+        call: Any = channel.unary_unary(METHOD)  # type: ignore[call-arg]
 
         def send() -> None:
             call(body, timeout=60)
@@ -94,9 +102,29 @@ def _client_thread(
         out.append(time.perf_counter() - started)
 
 
+async def _aio_clients(grpc_port: int, body: bytes, stop_at: float, latencies: list[list[float]]) -> None:
+    """One task per in-flight request on one event loop, each on a channel (a connection) of its own."""
+
+    async def client(out: list[float]) -> None:
+        options = [("grpc.use_local_subchannel_pool", 1)]
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}", options=options) as channel:
+            call: Any = channel.unary_unary(METHOD)  # type: ignore[call-arg]
+            await call(body, timeout=60)  # connect and warm up outside the measured time
+            while (started := time.perf_counter()) < stop_at:
+                await call(body, timeout=60)
+                out.append(time.perf_counter() - started)
+
+    await asyncio.gather(*(client(out) for out in latencies))
+
+
 def _client_process(args: tuple[str, int, int, bytes, dict[str, str], int, float], queue: Any) -> None:
     transport, rest_port, grpc_port, body, headers, threads, stop_at = args
     latencies: list[list[float]] = [[] for _ in range(threads)]
+    if transport == "grpc_aio":
+        asyncio.run(_aio_clients(grpc_port, body, stop_at, latencies))
+        cpu = psutil.Process().cpu_times()
+        queue.put(([value for out in latencies for value in out], cpu.user + cpu.system))
+        return
     workers = [
         threading.Thread(target=_client_thread, args=(transport, rest_port, grpc_port, body, headers, stop_at, out))
         for out in latencies
@@ -185,6 +213,7 @@ def floor_us(module: torch.jit.ScriptModule, payload: Payload, repeats: int = 20
     steps: dict[str, Callable[[], None]] = {
         "forward alone": lambda: None if forward(x) is None else None,
         "grpc": grpc_call,
+        "grpc_aio": grpc_call,
         "oip_binary": rest_call("oip_binary"),
         "oip_json": rest_call("oip_json"),
     }
@@ -218,6 +247,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per cell")
     parser.add_argument("--processes", type=int, default=2, help="load-generator processes")
     parser.add_argument("--cells", nargs="*", default=["small:1", "small:32", "large:1", "large:32"])
+    parser.add_argument("--transports", nargs="*", default=list(TRANSPORTS), choices=TRANSPORTS)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = args.store or robust_sized_store(Path(tmp))
@@ -249,7 +279,7 @@ def main() -> None:
                 payload = payloads[name]
                 floors = floor_us(module, payload)
                 bodies = requests_for(payload)
-                for transport in TRANSPORTS:
+                for transport in args.transports:
                     body, headers = bodies[transport]
                     ports = (server.port, grpc_port)
                     got = drive(
