@@ -81,3 +81,16 @@ def test_the_serving_benchmark_command_line_answers_help() -> None:
     assert done.returncode == 0, done.stderr
     for option in ("--baseline-tree", "--cells", "--routes", "--servers", "--concurrency", "--json"):
         assert option in done.stdout
+
+
+def test_the_report_render_benchmark_command_line_answers_help() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.report_render", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    for option in ("--baseline-tree", "--rounds"):
+        assert option in done.stdout
