@@ -120,12 +120,19 @@ def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
 
 
 def fill(mount_point: Path, leave_pages: int) -> Path:
-    """Fill the file system but `leave_pages` pages of 4 KiB."""
-    stats = os.statvfs(mount_point)
+    """Fill the file system but `leave_pages` pages of 4 KiB. It is written until it is full, not to a size read
+    beforehand: a server under test may write to it meanwhile, and a size read from statvfs would no longer fit."""
     filler = mount_point / "filler"
-    size = stats.f_bavail * stats.f_frsize - leave_pages * 4096
-    with open(filler, "wb") as handle:
-        handle.write(b"\0" * max(size, 0))
+    with open(filler, "wb", buffering=0) as handle:
+        for chunk in (b"\0" * 65536, b"\0" * 4096):  # big steps, then the last pages one by one
+            try:
+                while handle.write(chunk) == len(chunk):
+                    pass
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+        pages = -(-handle.tell() // 4096)  # the last page counts whole, however little of it is used
+        handle.truncate(max(pages - leave_pages, 0) * 4096)
     return filler
 
 
